@@ -490,8 +490,7 @@ def test_min_remaining_ttl_reuses_the_live_token_with_identical_claims(admin, co
         seconds_until_expiration=600, claims={"job": "a"}, min_remaining_ttl_seconds=300
     )
 
-    assert again.id == first.id
-    assert again.expiration == first.expiration
+    assert (again.id, again.token, again.expiration) == (first.id, first.token, first.expiration)
     assert connect(target.secret_key).m2m.verify_token(token=again.token).id == first.id
     assert other_claims.id != first.id
     assert too_demanding.id != first.id  # first has < 300 s left: mint anew

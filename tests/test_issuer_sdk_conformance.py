@@ -85,13 +85,7 @@ def connect(sdk_issuer: RunningApp, wire: WireLog) -> Iterator[Callable[[str], C
     def _connect(key: str) -> Clerk:
         http = httpx.Client(follow_redirects=True, event_hooks={"response": [wire.record]})
         http_clients.append(http)
-        return Clerk(
-            bearer_auth=key,
-            server_url=f"{sdk_issuer.url}/v1",
-            client=http,
-            retry_config=NO_RETRIES,
-            timeout_ms=TIMEOUT_MS,
-        )
+        return sdk_client(key, f"{sdk_issuer.url}/v1", http)
 
     yield _connect
     for http in http_clients:
@@ -129,6 +123,17 @@ def expired_token(connect, admin) -> dict[str, Any]:
 
 
 # --- helpers --------------------------------------------------------------------------------
+
+
+def sdk_client(key: str, server_url: str, http: httpx.Client) -> Clerk:
+    """The SDK as every test here builds it: one attempt per call, 5 s timeout."""
+    return Clerk(
+        bearer_auth=key,
+        server_url=server_url,
+        client=http,
+        retry_config=NO_RETRIES,
+        timeout_ms=TIMEOUT_MS,
+    )
 
 
 def unique_name(label: str) -> str:
@@ -435,9 +440,11 @@ def test_create_jwt_token_verifies_with_pyjwt_against_both_jwks(caller, admin, s
         assert claims["scopes"] == RECEIVER.id
         assert claims["aud"] == [RECEIVER.id]
         assert claims["purpose"] == "sdk-conformance"
-        assert claims["exp"] - claims["iat"] == 60
+        # Whole seconds: the token lives at least the 60 s asked for, at most 1 s more.
+        assert 60 <= claims["exp"] - claims["iat"] <= 61
         assert claims["nbf"] <= time.time() + 5
-        assert abs(claims["exp"] * 1000 - created.expiration) <= 1_000
+        assert claims["exp"] * 1000 == created.expiration
+        assert created.expiration >= created.created_at + 60_000
 
 
 def test_jwt_token_verifies_with_sdk_helper_and_instance_key(caller, sdk_issuer):
@@ -745,3 +752,19 @@ def test_machine_key_cannot_administer_machines(caller):
         caller.machines.list()
     assert caught.value.status_code in (401, 403)
     assert_clerk_error(caught.value, caught.value.status_code)
+
+
+def test_sdk_clients_built_here_never_retry_a_5xx():
+    """Guards the premise of this module: a 5xx from the issuer fails a test at once."""
+    calls: list[httpx.Request] = []
+
+    def always_503(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        return httpx.Response(503, headers={"Retry-After": "1"}, json={"errors": []})
+
+    with httpx.Client(transport=httpx.MockTransport(always_503)) as http:
+        clerk = sdk_client(CALLER.secret_key, "http://127.0.0.1:9/v1", http)
+        with pytest.raises(models.SDKError) as caught:
+            clerk.m2m.create_token(seconds_until_expiration=60)
+    assert caught.value.status_code == 503
+    assert len(calls) == 1

@@ -580,6 +580,14 @@ def test_list_tokens_hides_expired_unless_asked(connect, expired_token):
     assert by_id[live.id].expired is False
 
 
+def test_list_tokens_without_subject_is_rejected_naming_it(admin):
+    with pytest.raises(models.ClerkBaseError) as caught:
+        admin.m2m.list_tokens(subject="")
+    assert caught.value.status_code in (400, 422), caught.value.body
+    assert_clerk_error(caught.value, caught.value.status_code)
+    assert "subject" in caught.value.body
+
+
 def test_machine_key_cannot_list_another_machines_tokens(outsider):
     with pytest.raises(models.ClerkBaseError) as caught:
         outsider.m2m.list_tokens(subject=CALLER.id)
@@ -625,6 +633,13 @@ def test_other_machine_cannot_revoke_a_token(caller, outsider, receiver):
     assert caught.value.status_code in (403, 404)
     assert_clerk_error(caught.value, caught.value.status_code)
     assert receiver.m2m.verify_token(token=created.token).revoked is False
+
+
+def test_jwt_token_cannot_be_revoked(caller):
+    created = caller.m2m.create_token(token_format="jwt", seconds_until_expiration=60)
+    with pytest.raises(models.RevokeM2MTokenM2mResponseBody) as caught:  # the SDK's 400
+        caller.m2m.revoke_token(m2m_token_id=created.id, revocation_reason="try")
+    assert_clerk_error(caught.value, 400)
 
 
 def test_revoking_an_unknown_token_is_404(admin):

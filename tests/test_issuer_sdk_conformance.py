@@ -13,6 +13,7 @@ import re
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -113,13 +114,20 @@ def outsider(connect) -> Clerk:
     return connect(OUTSIDER.secret_key)
 
 
+@dataclass(frozen=True)
+class ExpiredToken:
+    sender: models.MachineCreated
+    target: models.MachineCreated
+    token: models.CreateM2MTokenResponseBody
+
+
 @pytest.fixture(scope="module")
-def expired_token(connect, admin) -> dict[str, Any]:
-    """An opaque token of a fresh machine that has already expired (1 s lifetime)."""
+def expired_token(connect, admin) -> ExpiredToken:
+    """An opaque token of a fresh sender -> target pair that has already expired (1 s life)."""
     sender, target = new_pair(admin, "expired")
     token = connect(sender.secret_key).m2m.create_token(seconds_until_expiration=1)
     time.sleep(max(0.0, token.expiration / 1000 - time.time()) + 0.3)
-    return {"sender": sender, "target": target, "token": token}
+    return ExpiredToken(sender, target, token)
 
 
 # --- helpers --------------------------------------------------------------------------------
@@ -565,8 +573,7 @@ def test_list_tokens_hides_revoked_unless_asked(admin, connect):
 
 
 def test_list_tokens_hides_expired_unless_asked(connect, expired_token):
-    sender = expired_token["sender"]
-    token = expired_token["token"]
+    sender, token = expired_token.sender, expired_token.token
     sender_sdk = connect(sender.secret_key)
     live = sender_sdk.m2m.create_token(seconds_until_expiration=60)
 
@@ -715,8 +722,8 @@ def test_verify_unknown_token_is_404(receiver, admin):
 
 
 def test_verify_expired_token_is_404(connect, admin, expired_token):
-    target_sdk = connect(expired_token["target"].secret_key)
-    token = expired_token["token"]
+    target_sdk = connect(expired_token.target.secret_key)
+    token = expired_token.token
     for verifier in (target_sdk, admin):
         with pytest.raises(models.VerifyM2MTokenM2mResponseResponseBody) as caught:
             verifier.m2m.verify_token(token=token.token)

@@ -121,13 +121,20 @@ class ExpiredToken:
     token: models.CreateM2MTokenResponseBody
 
 
-@pytest.fixture(scope="module")
-def expired_token(connect, admin) -> ExpiredToken:
-    """An opaque token of a fresh sender -> target pair that has already expired (1 s life)."""
+@pytest.fixture(scope="module", autouse=True)
+def short_lived_token(connect, admin) -> ExpiredToken:
+    """A 1 s opaque token of a fresh sender -> target pair, minted before the first test so its
+    lifetime runs out while the other tests run."""
     sender, target = new_pair(admin, "expired")
     token = connect(sender.secret_key).m2m.create_token(seconds_until_expiration=1)
-    time.sleep(max(0.0, token.expiration / 1000 - time.time()) + 0.3)
     return ExpiredToken(sender, target, token)
+
+
+@pytest.fixture
+def expired_token(short_lived_token: ExpiredToken) -> ExpiredToken:
+    """The short-lived token, once it has certainly expired."""
+    time.sleep(max(0.0, short_lived_token.token.expiration / 1000 - time.time()) + 0.3)
+    return short_lived_token
 
 
 # --- helpers --------------------------------------------------------------------------------

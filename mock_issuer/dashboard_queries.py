@@ -1,0 +1,34 @@
+"""Read-only usage counts the core's service layer does not offer (yet): counts since an
+instant, for the month-to-date cost estimate and the Prometheus counters.
+
+Reads the same `usage_events` table `usage.record()` writes; nothing here writes.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections import Counter
+
+from . import usage
+
+CountKey = tuple[str, str, str]  # (kind, format, outcome)
+
+
+def counts_since(conn: sqlite3.Connection, since_ms: int = 0) -> Counter[CountKey]:
+    """How many usage records of each (kind, format, outcome) have `ts >= since_ms`."""
+    rows = conn.execute(
+        "SELECT kind, format, outcome, COUNT(*) FROM usage_events WHERE ts >= ?"
+        " GROUP BY kind, format, outcome",
+        (since_ms,),
+    ).fetchall()
+    return Counter({(r[0], r[1], r[2]): r[3] for r in rows if r[1] in usage.FORMATS})
+
+
+def billable_counts(counts: Counter[CountKey]) -> tuple[int, int]:
+    """(token creations, opaque verifications): what Clerk bills. Verifications count whatever
+    their outcome; reuses of an existing token are not creations; JWT verifications are free."""
+    creations = sum(n for (kind, _, _), n in counts.items() if kind == "create")
+    opaque_verifications = sum(
+        n for (kind, fmt, _), n in counts.items() if kind == "verify" and fmt == "opaque"
+    )
+    return creations, opaque_verifications

@@ -54,12 +54,13 @@ sync_api = pytest.importorskip("playwright.sync_api")
 
 @pytest.fixture(scope="module")
 def issuer_proc(xprocess, tmp_path_factory) -> Iterator[RunningApp]:
-    """One issuer with a fresh database for this module, so the totals are exactly ours."""
+    """One issuer with a fresh database for this module, so the totals are exactly ours; under
+    gunicorn with two workers, so the session cookie and the counters must hold across them."""
     port = free_port()
     env = issuer_env(
         tmp_path_factory.mktemp("dashboard-browser"), MOCK_ISSUER_URL=f"http://127.0.0.1:{port}"
     )
-    running = start_app(xprocess, "mock_issuer", env, port=port)
+    running = start_app(xprocess, "mock_issuer", env, port=port, server="gunicorn", workers=2)
     yield running
     running.stop()
 
@@ -162,6 +163,13 @@ def test_dashboard_end_to_end_in_chromium(issuer_proc: RunningApp, browser) -> N
     machine_row = page.locator("#by-machine tr", has_text="browser-caller").inner_text()
     assert re.split(r"\s+", machine_row.strip())[1:] == ["4", "3", "0"]
     shot(page, "03-usage-desktop")
+    # Every worker's /metrics agrees: the counters come from the database, not process memory.
+    for _ in range(4):
+        scrape = requests.get(f"{issuer_proc.url}/metrics", timeout=TIMEOUT).text
+        assert 'mock_issuer_token_creations_total{format="opaque"} 3.0' in scrape
+        assert (
+            'mock_issuer_token_verifications_total{format="opaque",outcome="failed"} 1.0' in scrape
+        )
     page.get_by_role("link", name="Machine", exact=True).click()
     assert "browser-caller 4" in page.locator("#creations desc").text_content()
     shot(page, "04-usage-by-machine-desktop")

@@ -1,13 +1,16 @@
 """`GET /metrics` in Prometheus text format (prometheus-client).
 
 Token counters are read from the usage table at scrape time (a custom collector), so they are
-the same whichever gunicorn worker answers the scrape and survive restarts. The request-latency
+the same whichever gunicorn worker answers the scrape and survive restarts; each process keeps a
+running total and reads only the records added since its previous scrape. The request-latency
 histogram is kept in memory, so under gunicorn each worker reports only its own requests.
 """
 
 from __future__ import annotations
 
+import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 
 from flask import Flask, Response, g, request
@@ -16,23 +19,41 @@ from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
 from . import db, usage
-from .dashboard_queries import counts_since
+from .dashboard_queries import CountKey, counts_between_ids, last_usage_id
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
 class UsageCollector(Collector):
-    """Creation and verification counters computed from the issuer's usage records."""
+    """Creation and verification counters computed from the issuer's usage records.
+
+    The first scrape counts the whole table; later ones add only the records appended since
+    (an id range scan), so a scrape stays cheap however long the issuer has run.
+    """
 
     def __init__(self, db_path: str) -> None:
         self.db_path = db_path
+        self._lock = threading.Lock()
+        self._last_id = 0
+        self._counts: Counter[CountKey] = Counter()
+
+    def _current_counts(self) -> Counter[CountKey]:
+        conn = db.connect(self.db_path)
+        with self._lock:
+            newest = last_usage_id(conn)
+            if newest < self._last_id:  # the database was replaced: start again
+                self._last_id, self._counts = 0, Counter()
+            if newest > self._last_id:
+                self._counts += counts_between_ids(conn, self._last_id, newest)
+                self._last_id = newest
+            return Counter(self._counts)
 
     def describe(self) -> Iterator[CounterMetricFamily]:
         """The metric names without samples (so registering does not touch the database)."""
         return iter(self._families())
 
     def collect(self) -> Iterator[CounterMetricFamily]:
-        counts = counts_since(db.connect(self.db_path))
+        counts = self._current_counts()
         creations, reuses, verifications = self._families()
         for fmt in usage.FORMATS:
             creations.add_metric([fmt], counts[("create", fmt, "ok")])

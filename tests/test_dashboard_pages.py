@@ -586,3 +586,17 @@ def test_metrics_record_request_latency_by_route_pattern(anon):
     anon.get(f"/v1/machines/{CALLER.id}", headers=SK)
     anon.get(f"/v1/machines/{RECEIVER.id}", headers=SK)
     assert count() == before + 2
+
+
+def test_metrics_add_the_records_made_between_scrapes(anon):
+    def creations() -> float:
+        return metric(
+            anon.get("/metrics").text, "mock_issuer_token_creations_total", format="opaque"
+        )
+
+    mint(anon)
+    first = creations()
+    mint(anon)
+    mint(anon)
+    assert creations() == first + 2
+    assert creations() == first + 2  # a scrape with nothing new changes nothing

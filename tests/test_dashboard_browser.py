@@ -32,23 +32,24 @@ PHONE = {"width": 390, "height": 844}
 TIMEOUT = 10
 
 
-def find_chromium() -> str | None:
-    """CHROMIUM_PATH if set, else a chromium on PATH, else Debian's /usr/bin/chromium."""
-    candidates = [os.environ.get("CHROMIUM_PATH"), shutil.which("chromium"),
-                  shutil.which("chromium-browser"), "/usr/bin/chromium"]  # fmt: skip
+def find_chromium() -> tuple[str | None, str]:
+    """CHROMIUM_PATH if set, else a chromium on PATH, else Debian's /usr/bin/chromium; with the
+    reason to give when none is usable."""
+    explicit = os.environ.get("CHROMIUM_PATH")
+    found = [shutil.which("chromium"), shutil.which("chromium-browser"), "/usr/bin/chromium"]
+    candidates = [explicit] if explicit else found
     for path in candidates:
         if path and Path(path).is_file() and os.access(path, os.X_OK):
-            return path
-    return None
+            return path, ""
+    if explicit:
+        return None, f"CHROMIUM_PATH={explicit!r} is not an executable file"
+    return None, ("no Chromium found (install Debian's `chromium` package, or set CHROMIUM_PATH "
+                  "to a Chromium binary)")  # fmt: skip
 
 
-CHROMIUM = find_chromium()
+CHROMIUM, WHY_NOT = find_chromium()
 if CHROMIUM is None:
-    pytest.skip(
-        "browser tests skipped: no Chromium found (install Debian's `chromium` package, "
-        "or set CHROMIUM_PATH to a Chromium binary)",
-        allow_module_level=True,
-    )
+    pytest.skip(f"browser tests skipped: {WHY_NOT}", allow_module_level=True)
 sync_api = pytest.importorskip("playwright.sync_api")
 
 

@@ -74,6 +74,10 @@ def _register_blueprints(app: Flask) -> None:
     app.register_blueprint(api_tokens.bp, url_prefix="", name="m2m_tokens")
     app.register_blueprint(api_jwks.bp)
     app.register_blueprint(api_usage.bp)
+    from . import dashboard, metrics
+
+    dashboard.init_app(app)  # /dashboard: usage charts and machine management
+    metrics.init_app(app)  # /metrics: Prometheus counters and request latency
 
 
 def _prepare_storage(app: Flask) -> None:

@@ -1,0 +1,158 @@
+"""Estimated monthly cost of M2M usage at Clerk's list prices, with the monthly free tiers applied.
+
+Prices are settings (environment variables) because Clerk has quoted more than one verification
+price; the defaults are the ones in the wire reference. Money is Decimal, never float.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal, InvalidOperation
+
+# (setting name, default) for each price knob; read from app config first, then the environment.
+PRICE_CREATION = ("MOCK_ISSUER_PRICE_CREATION", "0.001")
+PRICE_VERIFICATION = ("MOCK_ISSUER_PRICE_VERIFICATION", "0.00001")
+FREE_CREATIONS = ("MOCK_ISSUER_FREE_CREATIONS", "2500")
+FREE_VERIFICATIONS = ("MOCK_ISSUER_FREE_VERIFICATIONS", "100000")
+
+
+@dataclass(frozen=True)
+class Prices:
+    """Price per token creation and per opaque verification (USD) and the monthly free counts."""
+
+    creation: Decimal = Decimal(PRICE_CREATION[1])
+    verification: Decimal = Decimal(PRICE_VERIFICATION[1])
+    free_creations: int = int(FREE_CREATIONS[1])
+    free_verifications: int = int(FREE_VERIFICATIONS[1])
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, object]) -> Prices:
+        """Read the four knobs; a malformed or negative value raises ValueError naming it."""
+        return cls(
+            creation=_decimal_setting(settings, *PRICE_CREATION),
+            verification=_decimal_setting(settings, *PRICE_VERIFICATION),
+            free_creations=_count_setting(settings, *FREE_CREATIONS),
+            free_verifications=_count_setting(settings, *FREE_VERIFICATIONS),
+        )
+
+
+@dataclass(frozen=True)
+class LineItem:
+    """One billed quantity: how many happened, how many were free, what the rest costs."""
+
+    label: str
+    count: int
+    free: int
+    billable: int
+    unit_price: Decimal
+    cost: Decimal
+
+
+@dataclass(frozen=True)
+class CostEstimate:
+    """Month-to-date cost and its linear projection to the whole (UTC calendar) month."""
+
+    month_label: str
+    elapsed_fraction: float
+    month_to_date: tuple[LineItem, LineItem]
+    projected: tuple[LineItem, LineItem]
+
+    @property
+    def month_to_date_total(self) -> Decimal:
+        return sum((item.cost for item in self.month_to_date), Decimal(0))
+
+    @property
+    def projected_total(self) -> Decimal:
+        return sum((item.cost for item in self.projected), Decimal(0))
+
+
+def line_item(label: str, count: int, free_tier: int, unit_price: Decimal) -> LineItem:
+    """Cost of `count` events in one month: the first `free_tier` are free."""
+    free = min(count, free_tier)
+    billable = count - free
+    return LineItem(label, count, free, billable, unit_price, unit_price * billable)
+
+
+def month_bounds(now: datetime) -> tuple[datetime, datetime]:
+    """Start of this UTC calendar month and start of the next."""
+    start = now.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    return start, (start + timedelta(days=32)).replace(day=1)
+
+
+def elapsed_fraction(now: datetime) -> float:
+    """How much of this UTC month has passed, in (0, 1]."""
+    start, end = month_bounds(now)
+    fraction = (now.astimezone(UTC) - start) / (end - start)
+    return min(1.0, max(fraction, 1 / ((end - start).total_seconds())))
+
+
+def estimate(
+    creations: int, opaque_verifications: int, prices: Prices, now: datetime
+) -> CostEstimate:
+    """Bill this month's counts so far, and the same rate extrapolated to the whole month.
+
+    JWT verifications happen on the receiver with the public keys, so they are never billed.
+    """
+    fraction = elapsed_fraction(now)
+    projected_creations = round(creations / fraction)
+    projected_verifications = round(opaque_verifications / fraction)
+    return CostEstimate(
+        month_label=now.astimezone(UTC).strftime("%B %Y"),
+        elapsed_fraction=fraction,
+        month_to_date=(
+            line_item("Token creations", creations, prices.free_creations, prices.creation),
+            line_item(
+                "Opaque verifications",
+                opaque_verifications,
+                prices.free_verifications,
+                prices.verification,
+            ),
+        ),
+        projected=(
+            line_item(
+                "Token creations", projected_creations, prices.free_creations, prices.creation
+            ),
+            line_item(
+                "Opaque verifications",
+                projected_verifications,
+                prices.free_verifications,
+                prices.verification,
+            ),
+        ),
+    )
+
+
+def format_usd(amount: Decimal) -> str:
+    """Dollars with cents, or with enough digits to show a sub-cent unit price."""
+    if amount == 0 or abs(amount) >= Decimal("0.01"):
+        return f"${amount.quantize(Decimal('0.01')):,}"
+    return f"${amount.normalize():f}"
+
+
+def _raw(settings: Mapping[str, object], name: str, default: str) -> str:
+    value = settings.get(name)
+    return default if value is None or str(value).strip() == "" else str(value).strip()
+
+
+def _decimal_setting(settings: Mapping[str, object], name: str, default: str) -> Decimal:
+    raw = _raw(settings, name, default)
+    try:
+        value = Decimal(raw)
+    except InvalidOperation:
+        raise ValueError(f"{name} must be a price in USD such as {default}, got {raw!r}") from None
+    if not value.is_finite() or value < 0:
+        raise ValueError(f"{name} must be a price of 0 or more in USD, got {raw!r}")
+    return value
+
+
+def _count_setting(settings: Mapping[str, object], name: str, default: str) -> int:
+    raw = _raw(settings, name, default)
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a whole number such as {default}, got {raw!r}") from None
+    if value < 0:
+        raise ValueError(f"{name} must be 0 or more, got {raw!r}")
+    return value

@@ -1,0 +1,602 @@
+"""Every dashboard page and form through Flask's test client: sign-in, session, CSRF, usage,
+machines, scopes, secret keys, tokens, and /metrics. Page actions are checked against the API."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from mock_issuer import create_app, db
+from mock_issuer.dashboard_auth import SESSION_MAX_AGE_SECONDS
+from tests.conftest import CALLER, OUTSIDER, RECEIVER, TEST_SECRET_KEY, test_seed
+
+SK = {"Authorization": f"Bearer {TEST_SECRET_KEY}"}
+FAKE_ID = "mch_" + "x" * 27
+
+
+def make_app(workdir: Path, **config) -> Flask:
+    workdir.mkdir(parents=True, exist_ok=True)
+    seed_path = workdir / "seed.json"
+    seed_path.write_text(json.dumps(test_seed()))
+    settings = {
+        "CLERK_SECRET_KEY": TEST_SECRET_KEY,
+        "MOCK_ISSUER_URL": "http://127.0.0.1:8799",
+        "MOCK_ISSUER_DB": str(workdir / "issuer.db"),
+        "MOCK_ISSUER_SEED": str(seed_path),
+        "TESTING": True,
+    }
+    settings.update(config)
+    return create_app(settings)
+
+
+@pytest.fixture(scope="module")
+def module_app(tmp_path_factory) -> Iterator[tuple[Flask, Path]]:
+    """One issuer app for the module and a snapshot of its freshly seeded database."""
+    app = make_app(tmp_path_factory.mktemp("dashboard-pages"))
+    db.connect(app.config["MOCK_ISSUER_DB"]).execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.close_thread_connections()
+    snapshot = Path(app.config["MOCK_ISSUER_DB"]).with_suffix(".snapshot")
+    shutil.copyfile(app.config["MOCK_ISSUER_DB"], snapshot)
+    yield app, snapshot
+    db.close_thread_connections()
+
+
+@pytest.fixture
+def app(module_app) -> Flask:
+    """The module's app with its database reset to the seeded snapshot: each test starts from
+    the three seed machines and no tokens (building a fresh app per test costs ~0.3 s)."""
+    app, snapshot = module_app
+    db.close_thread_connections()
+    path = Path(app.config["MOCK_ISSUER_DB"])
+    for leftover in (Path(f"{path}-wal"), Path(f"{path}-shm")):
+        leftover.unlink(missing_ok=True)
+    shutil.copyfile(snapshot, path)
+    return app
+
+
+@pytest.fixture
+def anon(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    """A client signed in through the real sign-in form."""
+    client = app.test_client()
+    resp = client.post(
+        "/dashboard/sign-in",
+        data={"secret_key": TEST_SECRET_KEY, "csrf_token": csrf(client)},
+    )
+    assert resp.status_code == 303
+    return client
+
+
+def csrf(client: FlaskClient) -> str:
+    """The session's CSRF token as the page's forms carry it."""
+    page = (
+        client.get("/dashboard/sign-in")
+        if not signed_in(client)
+        else client.get("/dashboard/machines")
+    )
+    return re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
+
+
+def signed_in(client: FlaskClient) -> bool:
+    return client.get("/dashboard/usage").status_code == 200
+
+
+def post(client: FlaskClient, path: str, **form) -> object:
+    return client.post(path, data={"csrf_token": csrf(client), **form})
+
+
+def flashes(client: FlaskClient, path: str) -> str:
+    """The flash messages shown on the next page view."""
+    page = client.get(path).text
+    return " ".join(re.findall(r'<p class="flash \w+"[^>]*>([^<]*)</p>', page))
+
+
+def api_machine(client: FlaskClient, machine_id: str) -> dict:
+    return client.get(f"/v1/machines/{machine_id}", headers=SK).json
+
+
+def mint(client: FlaskClient, key: str = CALLER.secret_key, **body) -> dict:
+    resp = client.post("/v1/m2m_tokens", json=body, headers={"Authorization": f"Bearer {key}"})
+    assert resp.status_code == 201
+    return resp.json
+
+
+def verify(client: FlaskClient, token: str, key: str = RECEIVER.secret_key) -> int:
+    return client.post(
+        "/m2m_tokens/verify", json={"token": token}, headers={"Authorization": f"Bearer {key}"}
+    ).status_code
+
+
+# ---- sign-in, session, CSRF ----
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/dashboard/", "/dashboard/usage", "/dashboard/machines", f"/dashboard/machines/{CALLER.id}"],
+)
+def test_anonymous_visitors_are_sent_to_sign_in(anon, path):
+    resp = anon.get(path)
+    assert resp.status_code == 302
+    assert resp.location.startswith("/dashboard/sign-in")
+
+
+def test_sign_in_page_remembers_where_the_visitor_was_going(anon):
+    resp = anon.get("/dashboard/machines?query=cal")
+    assert resp.location == "/dashboard/sign-in?next=/dashboard/machines?query%3Dcal"
+    resp = anon.post(
+        "/dashboard/sign-in",
+        data={"secret_key": TEST_SECRET_KEY, "csrf_token": csrf(anon),
+              "next": "/dashboard/machines?query=cal"},
+    )  # fmt: skip
+    assert resp.status_code == 303 and resp.location == "/dashboard/machines?query=cal"
+
+
+@pytest.mark.parametrize("target", ["https://evil.example/", "//evil.example/x", "/v1/machines"])
+def test_sign_in_never_redirects_outside_the_dashboard(anon, target):
+    resp = anon.post(
+        "/dashboard/sign-in",
+        data={"secret_key": TEST_SECRET_KEY, "csrf_token": csrf(anon), "next": target},
+    )
+    assert resp.status_code == 303 and resp.location == "/dashboard/usage"
+
+
+@pytest.mark.parametrize("wrong", ["", "sk_test_wrong", TEST_SECRET_KEY + "x", CALLER.secret_key])
+def test_a_wrong_secret_key_is_refused_without_being_echoed(anon, wrong):
+    resp = anon.post("/dashboard/sign-in", data={"secret_key": wrong, "csrf_token": csrf(anon)})
+    assert resp.status_code == 401
+    assert "not this issuer&#39;s instance secret key" in resp.text
+    if wrong:
+        assert wrong not in resp.text
+    assert not signed_in(anon)
+
+
+def test_sign_in_without_a_csrf_token_is_a_400_page(anon):
+    anon.get("/dashboard/sign-in")
+    resp = anon.post("/dashboard/sign-in", data={"secret_key": TEST_SECRET_KEY})
+    assert resp.status_code == 400
+    assert resp.mimetype == "text/html"
+    assert "Reload the page and try again" in resp.text
+    assert not signed_in(anon)
+
+
+def test_sign_in_with_a_forged_csrf_token_is_refused(anon):
+    anon.get("/dashboard/sign-in")
+    resp = anon.post(
+        "/dashboard/sign-in", data={"secret_key": TEST_SECRET_KEY, "csrf_token": "forged"}
+    )
+    assert resp.status_code == 400
+    assert not signed_in(anon)
+
+
+def test_session_cookie_is_httponly_samesite_lax_and_scoped_to_the_dashboard(anon):
+    resp = anon.post(
+        "/dashboard/sign-in", data={"secret_key": TEST_SECRET_KEY, "csrf_token": csrf(anon)}
+    )
+    cookie = resp.headers["Set-Cookie"]
+    assert cookie.startswith("mock_issuer_dashboard=")
+    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie and "Path=/dashboard" in cookie
+    assert TEST_SECRET_KEY not in cookie
+
+
+def test_signing_in_replaces_the_pre_login_csrf_token(anon):
+    before = csrf(anon)
+    anon.post("/dashboard/sign-in", data={"secret_key": TEST_SECRET_KEY, "csrf_token": before})
+    assert csrf(anon) != before
+
+
+def test_the_session_cookie_works_on_another_worker_with_the_same_secret_key(client, tmp_path):
+    other = make_app(tmp_path / "other-worker")  # same sk: what a second gunicorn worker builds
+    cookie = client.get_cookie("mock_issuer_dashboard", path="/dashboard")
+    second = other.test_client()
+    second.set_cookie("mock_issuer_dashboard", cookie.value, path="/dashboard")
+    assert second.get("/dashboard/usage").status_code == 200
+
+
+def test_changing_the_instance_secret_key_signs_everybody_out(client, tmp_path):
+    other = make_app(tmp_path / "rotated", CLERK_SECRET_KEY="sk_test_another0000000000000000")
+    cookie = client.get_cookie("mock_issuer_dashboard", path="/dashboard")
+    second = other.test_client()
+    second.set_cookie("mock_issuer_dashboard", cookie.value, path="/dashboard")
+    assert second.get("/dashboard/usage").status_code == 302
+
+
+def test_an_explicit_session_secret_is_used_when_set(tmp_path):
+    a = make_app(tmp_path / "a", MOCK_ISSUER_SESSION_SECRET="s" * 32)
+    b = make_app(tmp_path / "b")
+    assert a.secret_key == "s" * 32
+    assert b.secret_key != a.secret_key and TEST_SECRET_KEY not in b.secret_key
+
+
+def test_a_session_older_than_its_lifetime_is_signed_out(client):
+    with client.session_transaction() as session:
+        session["signed_in_at"] = int(time.time()) - SESSION_MAX_AGE_SECONDS - 1
+    assert client.get("/dashboard/usage").status_code == 302
+
+
+def test_sign_out_ends_the_session(client):
+    resp = post(client, "/dashboard/sign-out")
+    assert resp.status_code == 303 and resp.location == "/dashboard/sign-in"
+    assert not signed_in(client)
+
+
+def test_sign_out_without_csrf_token_is_refused(client):
+    assert client.post("/dashboard/sign-out").status_code == 400
+    assert signed_in(client)
+
+
+FORMS = [
+    ("/dashboard/machines", {"name": "x", "default_token_ttl": "60"}),
+    (f"/dashboard/machines/{CALLER.id}", {"name": "renamed", "default_token_ttl": "60"}),
+    (f"/dashboard/machines/{CALLER.id}/secret-key", {}),
+    (f"/dashboard/machines/{CALLER.id}/secret-key/rotate", {"previous_token_ttl": "0"}),
+    (f"/dashboard/machines/{CALLER.id}/scopes", {"to_machine_id": OUTSIDER.id}),
+    (f"/dashboard/machines/{CALLER.id}/scopes/{RECEIVER.id}/delete", {}),
+    (f"/dashboard/machines/{CALLER.id}/tokens/mt_{'0' * 32}/revoke", {}),
+    (f"/dashboard/machines/{CALLER.id}/delete", {"confirm_name": CALLER.name}),
+]
+
+
+@pytest.mark.parametrize(("path", "form"), FORMS)
+def test_every_form_without_the_csrf_token_is_refused_and_changes_nothing(client, path, form):
+    before = api_machine(client, CALLER.id)
+    for data in (form, {**form, "csrf_token": "wrong"}):
+        resp = client.post(path, data=data)
+        assert resp.status_code == 400
+        assert "Reload the page and try again" in resp.text
+    assert api_machine(client, CALLER.id) == before
+    assert client.get("/v1/machines?limit=100", headers=SK).json["total_count"] == 3
+
+
+@pytest.mark.parametrize(("path", "form"), FORMS)
+def test_every_form_needs_a_signed_in_session(anon, path, form):
+    resp = anon.post(path, data={**form, "csrf_token": csrf(anon)})
+    assert resp.status_code == 303 and resp.location == "/dashboard/sign-in"
+    assert "session has ended" in flashes(anon, "/dashboard/sign-in")
+    assert api_machine(anon, CALLER.id)["name"] == CALLER.name
+
+
+def test_pages_send_security_headers(client):
+    resp = client.get("/dashboard/usage")
+    assert resp.headers["X-Frame-Options"] == "DENY"
+    assert "frame-ancestors 'none'" in resp.headers["Content-Security-Policy"]
+    assert resp.headers["Cache-Control"] == "no-store"
+
+
+def test_stylesheet_is_served_without_signing_in(anon):
+    resp = anon.get("/dashboard/static/dashboard.css")
+    assert resp.status_code == 200 and resp.mimetype == "text/css"
+
+
+# ---- usage ----
+
+
+def usage_numbers(client: FlaskClient, query: str = "") -> dict[str, str]:
+    page = client.get(f"/dashboard/usage{query}").text
+    return dict(re.findall(r'id="(total-\w+|cost-[\w-]+)">([^<]+)<', page))
+
+
+def test_usage_page_counts_creations_and_verifications_from_the_api(client):
+    opaque = mint(client)
+    mint(client, token_format="jwt")
+    assert verify(client, opaque["token"]) == 200
+    assert verify(client, "mt_" + "f" * 64) == 404
+    numbers = usage_numbers(client, "?range=hour")
+    assert numbers["total-creations"] == "2"
+    assert numbers["total-verifications"] == "1"
+    assert numbers["total-failed"] == "1"
+
+
+@pytest.mark.parametrize("range_key", ["hour", "day", "30d"])
+@pytest.mark.parametrize("split", ["format", "machine"])
+def test_every_range_and_split_renders_both_charts(client, range_key, split):
+    mint(client)
+    page = client.get(f"/dashboard/usage?range={range_key}&split={split}").text
+    assert page.count('<svg xmlns="http://www.w3.org/2000/svg" class="chart"') == 2
+    bars = {"hour": 12, "day": 24, "30d": 30}[range_key]
+    table = page[page.index("<table>") : page.index("</table>")]
+    assert table.count('<th scope="row">') == bars
+    layer = "opaque 1" if split == "format" else "test-caller 1"
+    assert f"Total 1: {layer}" in page
+
+
+def test_machine_split_shows_failed_verifications_as_their_own_series(client):
+    token = mint(client)["token"]
+    verify(client, token)
+    verify(client, token, key=OUTSIDER.secret_key)  # outside the token's scopes: fails
+    page = client.get("/dashboard/usage?range=hour&split=machine").text
+    assert "Total 2: test-caller 1, failed 1." in page
+    by_machine = page[page.index('id="by-machine"') :]
+    row = re.search(r"test-caller</th>(.*?)</tr>", by_machine).group(1)
+    assert re.findall(r">(\d+)<", row) == ["1", "1", "1"]
+
+
+@pytest.mark.parametrize("query", ["?range=week", "?split=colour"])
+def test_an_unknown_range_or_split_is_a_400_page(client, query):
+    resp = client.get(f"/dashboard/usage{query}")
+    assert resp.status_code == 400 and resp.mimetype == "text/html"
+    assert "Unknown" in resp.text
+
+
+def test_cost_estimate_applies_the_free_tier_and_the_configured_prices(tmp_path):
+    app = make_app(
+        tmp_path / "priced",
+        MOCK_ISSUER_FREE_CREATIONS="1",
+        MOCK_ISSUER_PRICE_CREATION="0.5",
+        MOCK_ISSUER_FREE_VERIFICATIONS="0",
+        MOCK_ISSUER_PRICE_VERIFICATION="0.25",
+    )
+    client = app.test_client()
+    client.post(
+        "/dashboard/sign-in", data={"secret_key": TEST_SECRET_KEY, "csrf_token": csrf(client)}
+    )
+    tokens = [mint(client) for _ in range(3)]  # 2 billable creations: $1.00
+    mint(client, min_remaining_ttl_seconds=60)  # a reuse, not a creation
+    verify(client, tokens[0]["token"])  # 1 billable opaque verification: $0.25
+    numbers = usage_numbers(client)
+    assert numbers["cost-to-date"] == "$1.25"
+    page = client.get("/dashboard/usage").text
+    assert "$0.5" in page and "$0.25" in page
+    assert "1 requests were answered with an existing token" in page
+    db.close_thread_connections()
+
+
+def test_a_malformed_price_setting_stops_the_issuer_at_start_up(tmp_path):
+    with pytest.raises(ValueError, match="MOCK_ISSUER_PRICE_CREATION"):
+        make_app(tmp_path / "bad", MOCK_ISSUER_PRICE_CREATION="cheap")
+
+
+# ---- machines ----
+
+
+def test_machines_page_lists_the_seeded_machines_and_their_scopes(client):
+    page = client.get("/dashboard/machines").text
+    for machine in (CALLER, RECEIVER, OUTSIDER):
+        assert machine.name in page and machine.id in page
+    assert "All machines (3)" in page
+    assert CALLER.secret_key not in page
+
+
+def test_machines_page_searches_like_the_api(client):
+    page = client.get("/dashboard/machines?query=outsider").text
+    assert OUTSIDER.id in page and CALLER.id not in page
+    assert "No machines match" in client.get("/dashboard/machines?query=nobody").text
+
+
+def test_creating_a_machine_shows_its_secret_key_once(client):
+    resp = post(client, "/dashboard/machines", name="billing", default_token_ttl="120")
+    assert resp.status_code == 200
+    secret = re.search(r'id="secret-value">(ak_\w+)<', resp.text).group(1)
+    machine_id = re.search(r"(mch_\w{27})", resp.text).group(1)
+    assert api_machine(client, machine_id)["default_token_ttl"] == 120
+    assert client.get(f"/v1/machines/{machine_id}/secret_key", headers=SK).json["secret"] == secret
+    assert secret not in client.get(f"/dashboard/machines/{machine_id}").text
+
+
+@pytest.mark.parametrize(
+    ("form", "message"),
+    [
+        ({"name": "", "default_token_ttl": "60"}, "name is invalid"),
+        ({"name": "n" * 257, "default_token_ttl": "60"}, "1 to 256 characters"),
+        ({"name": "ok", "default_token_ttl": "0"}, "between 1 and 315360000"),
+        ({"name": "ok", "default_token_ttl": "soon"}, "must be a whole number"),
+    ],
+)
+def test_creating_a_machine_with_bad_input_shows_the_apis_error(client, form, message):
+    resp = post(client, "/dashboard/machines", **form)
+    assert resp.status_code == 303
+    assert message in flashes(client, "/dashboard/machines")
+    assert client.get("/v1/machines", headers=SK).json["total_count"] == 3
+
+
+def test_renaming_and_changing_the_default_ttl(client):
+    resp = post(client, f"/dashboard/machines/{CALLER.id}", name="caller 2", default_token_ttl="90")
+    assert resp.status_code == 303
+    assert "Settings saved." in flashes(client, f"/dashboard/machines/{CALLER.id}")
+    machine = api_machine(client, CALLER.id)
+    assert (machine["name"], machine["default_token_ttl"]) == ("caller 2", 90)
+    assert mint(client)["expiration"] - mint(client)["created_at"] <= 90_000
+
+
+def test_an_invalid_ttl_is_refused_and_nothing_changes(client):
+    post(client, f"/dashboard/machines/{CALLER.id}", name="caller 2", default_token_ttl="-5")
+    assert "between 1 and 315360000" in flashes(client, f"/dashboard/machines/{CALLER.id}")
+    assert api_machine(client, CALLER.id)["name"] == CALLER.name
+
+
+def test_machine_page_of_an_unknown_machine_is_a_404_page(client):
+    resp = client.get(f"/dashboard/machines/{FAKE_ID}")
+    assert resp.status_code == 404 and resp.mimetype == "text/html"
+    assert "Machine not found" in resp.text
+
+
+def test_adding_and_removing_a_scope(client):
+    post(client, f"/dashboard/machines/{OUTSIDER.id}/scopes", to_machine_id=RECEIVER.id)
+    assert "may now send to test-receiver" in flashes(client, f"/dashboard/machines/{OUTSIDER.id}")
+    scoped = [m["id"] for m in api_machine(client, OUTSIDER.id)["scoped_machines"]]
+    assert scoped == [RECEIVER.id]
+    token = mint(client, key=OUTSIDER.secret_key)["token"]
+    assert verify(client, token) == 200
+
+    post(client, f"/dashboard/machines/{OUTSIDER.id}/scopes/{RECEIVER.id}/delete")
+    assert "Scope removed." in flashes(client, f"/dashboard/machines/{OUTSIDER.id}")
+    assert api_machine(client, OUTSIDER.id)["scoped_machines"] == []
+
+
+def test_scope_candidates_exclude_the_machine_itself_and_existing_scopes(client):
+    page = client.get(f"/dashboard/machines/{CALLER.id}").text
+    options = re.findall(r'<option value="(mch_\w+)"', page)
+    assert options == [OUTSIDER.id]
+
+
+@pytest.mark.parametrize(
+    ("to_id", "message"),
+    [(RECEIVER.id, "may already send to"), (FAKE_ID, "No machine with id"), ("", "is invalid")],
+)
+def test_a_scope_the_api_refuses_is_refused_with_its_message(client, to_id, message):
+    post(client, f"/dashboard/machines/{CALLER.id}/scopes", to_machine_id=to_id)
+    assert message in flashes(client, f"/dashboard/machines/{CALLER.id}")
+    assert [m["id"] for m in api_machine(client, CALLER.id)["scoped_machines"]] == [RECEIVER.id]
+
+
+def test_the_secret_key_is_shown_only_on_request(client):
+    page = client.get(f"/dashboard/machines/{CALLER.id}").text
+    assert CALLER.secret_key not in page
+    resp = post(client, f"/dashboard/machines/{CALLER.id}/secret-key")
+    assert resp.status_code == 200 and CALLER.secret_key in resp.text
+    assert resp.headers["Cache-Control"] == "no-store"
+
+
+def test_rotating_keeps_the_old_key_for_previous_token_ttl(client):
+    resp = post(
+        client, f"/dashboard/machines/{CALLER.id}/secret-key/rotate", previous_token_ttl="60"
+    )
+    new_key = re.search(r'id="secret-value">(ak_\w+)<', resp.text).group(1)
+    assert new_key != CALLER.secret_key and "keeps working for 60 seconds." in resp.text
+    mint(client, key=new_key)
+    mint(client, key=CALLER.secret_key)  # still accepted for 60 s
+
+
+def test_rotating_with_zero_previous_ttl_retires_the_old_key_at_once(client):
+    post(client, f"/dashboard/machines/{CALLER.id}/secret-key/rotate", previous_token_ttl="0")
+    resp = client.post(
+        "/v1/m2m_tokens", json={}, headers={"Authorization": f"Bearer {CALLER.secret_key}"}
+    )
+    assert resp.status_code == 401
+
+
+@pytest.mark.parametrize("value", ["28801", "-1", "a while"])
+def test_rotating_with_a_bad_previous_token_ttl_keeps_the_key(client, value):
+    resp = post(
+        client, f"/dashboard/machines/{CALLER.id}/secret-key/rotate", previous_token_ttl=value
+    )
+    assert resp.status_code == 303
+    assert "previous_token_ttl is invalid" in flashes(client, f"/dashboard/machines/{CALLER.id}")
+    mint(client)
+
+
+def test_deleting_needs_the_machines_name_typed(client):
+    post(client, f"/dashboard/machines/{OUTSIDER.id}/delete", confirm_name="test-outsiderX")
+    assert "does not match" in flashes(client, f"/dashboard/machines/{OUTSIDER.id}")
+    assert api_machine(client, OUTSIDER.id)["id"] == OUTSIDER.id
+
+
+def test_deleting_a_machine(client):
+    resp = post(client, f"/dashboard/machines/{OUTSIDER.id}/delete", confirm_name=OUTSIDER.name)
+    assert resp.status_code == 303 and resp.location == "/dashboard/machines"
+    assert "Machine test-outsider deleted." in flashes(client, "/dashboard/machines")
+    assert client.get(f"/v1/machines/{OUTSIDER.id}", headers=SK).status_code == 404
+
+
+# ---- tokens ----
+
+
+def test_machine_page_lists_opaque_tokens_with_status_and_last_use(client):
+    used, unused = mint(client), mint(client)
+    verify(client, used["token"])
+    page = client.get(f"/dashboard/machines/{CALLER.id}").text
+    assert "Opaque tokens (2)" in page
+    used_row = re.search(rf'id="token-{used["id"]}">(.*?)</tr>', page, re.S).group(1)
+    unused_row = re.search(rf'id="token-{unused["id"]}">(.*?)</tr>', page, re.S).group(1)
+    assert "active" in used_row and "never" not in used_row
+    assert "never" in unused_row
+    assert used["token"] not in page and unused["token"] not in page
+
+
+def test_revoking_a_token_from_the_page_is_seen_by_the_api(client):
+    token = mint(client)
+    resp = post(client, f"/dashboard/machines/{CALLER.id}/tokens/{token['id']}/revoke")
+    assert resp.status_code == 303
+    assert f"Token {token['id']} revoked." in flashes(client, f"/dashboard/machines/{CALLER.id}")
+    assert verify(client, token["token"]) == 404
+    listed = client.get(f"/v1/m2m_tokens?subject={CALLER.id}&revoked=true", headers=SK).json[
+        "m2m_tokens"
+    ]
+    assert [(t["id"], t["revoked"]) for t in listed] == [(token["id"], True)]
+    assert token["id"] not in client.get(f"/dashboard/machines/{CALLER.id}").text
+    everything = client.get(f"/dashboard/machines/{CALLER.id}?all=1").text
+    assert re.search(rf'id="token-{token["id"]}">.*?revoked', everything, re.S)
+
+
+def test_a_token_cannot_be_revoked_through_another_machines_page(client):
+    token = mint(client)
+    post(client, f"/dashboard/machines/{OUTSIDER.id}/tokens/{token['id']}/revoke")
+    assert "not found" in flashes(client, f"/dashboard/machines/{OUTSIDER.id}")
+    assert verify(client, token["token"]) == 200
+
+
+def test_tokens_are_paged(client):
+    for _ in range(21):
+        mint(client)
+    first = client.get(f"/dashboard/machines/{CALLER.id}").text
+    assert first.count('id="token-mt_') == 20 and "Older tokens" in first
+    second = client.get(f"/dashboard/machines/{CALLER.id}?offset=20").text
+    assert second.count('id="token-mt_') == 1 and "Newer tokens" in second
+
+
+# ---- /metrics ----
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    label_text = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    match = re.search(rf"^{name}\{{{label_text}\}} (\S+)$", text, re.M)
+    assert match, f"{name}{{{label_text}}} not in metrics"
+    return float(match.group(1))
+
+
+def test_metrics_count_creations_and_verifications_by_format_and_outcome(anon):
+    token = mint(anon)
+    mint(anon, token_format="jwt")
+    verify(anon, token["token"])
+    verify(anon, "mt_" + "e" * 64)
+    resp = anon.get("/metrics")
+    assert resp.status_code == 200 and resp.mimetype == "text/plain"
+    text = resp.text
+    assert metric(text, "mock_issuer_token_creations_total", format="opaque") == 1
+    assert metric(text, "mock_issuer_token_creations_total", format="jwt") == 1
+    assert metric(text, "mock_issuer_token_verifications_total", format="opaque", outcome="ok") == 1
+    assert (
+        metric(text, "mock_issuer_token_verifications_total", format="opaque", outcome="failed")
+        == 1
+    )
+    assert metric(text, "mock_issuer_token_verifications_total", format="jwt", outcome="ok") == 0
+
+
+def test_metrics_record_request_latency_by_route_pattern(anon):
+    def count() -> float:
+        text = anon.get("/metrics").text
+        assert CALLER.id not in text  # the route pattern, never the requested ids
+        if "/v1/machines/<machine_id>" not in text:
+            return 0
+        return metric(text, "mock_issuer_request_duration_seconds_count", method="GET",
+                      route="/v1/machines/<machine_id>", status="200")  # fmt: skip
+
+    before = count()
+    anon.get(f"/v1/machines/{CALLER.id}", headers=SK)
+    anon.get(f"/v1/machines/{RECEIVER.id}", headers=SK)
+    assert count() == before + 2
+
+
+def test_metrics_add_the_records_made_between_scrapes(anon):
+    def creations() -> float:
+        return metric(
+            anon.get("/metrics").text, "mock_issuer_token_creations_total", format="opaque"
+        )
+
+    mint(anon)
+    first = creations()
+    mint(anon)
+    mint(anon)
+    assert creations() == first + 2
+    assert creations() == first + 2  # a scrape with nothing new changes nothing

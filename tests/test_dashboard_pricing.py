@@ -1,0 +1,87 @@
+"""The cost estimate: free tiers, unit prices from settings, month-to-date and projection."""
+
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pytest
+
+from mock_issuer.pricing import Prices, elapsed_fraction, estimate, format_usd, month_bounds
+
+MID_JUNE = datetime(2026, 6, 16, 0, 0, tzinfo=UTC)  # exactly half of a 30-day month has passed
+
+
+def test_defaults_are_the_reference_prices():
+    prices = Prices.from_settings({})
+    assert prices.creation == Decimal("0.001")
+    assert prices.verification == Decimal("0.00001")
+    assert (prices.free_creations, prices.free_verifications) == (2500, 100_000)
+
+
+def test_usage_inside_the_free_tiers_costs_nothing():
+    result = estimate(2500, 100_000, Prices(), MID_JUNE)
+    assert result.month_to_date_total == 0
+    creations, verifications = result.month_to_date
+    assert (creations.free, creations.billable) == (2500, 0)
+    assert (verifications.free, verifications.billable) == (100_000, 0)
+
+
+def test_only_usage_above_the_free_tier_is_billed():
+    result = estimate(3500, 150_000, Prices(), MID_JUNE)
+    creations, verifications = result.month_to_date
+    assert creations.billable == 1000 and creations.cost == Decimal("1.000")
+    assert verifications.billable == 50_000 and verifications.cost == Decimal("0.50000")
+    assert result.month_to_date_total == Decimal("1.5")
+
+
+def test_projection_extrapolates_this_months_rate_to_the_whole_month():
+    result = estimate(2000, 60_000, Prices(), MID_JUNE)
+    assert result.elapsed_fraction == pytest.approx(0.5)
+    creations, verifications = result.projected
+    assert (creations.count, verifications.count) == (4000, 120_000)
+    assert result.projected_total == Decimal("1.5") + Decimal("0.2")
+    assert result.month_to_date_total == 0
+
+
+def test_prices_come_from_settings():
+    prices = Prices.from_settings(
+        {"MOCK_ISSUER_PRICE_VERIFICATION": "0.0001", "MOCK_ISSUER_FREE_CREATIONS": "0"}
+    )
+    result = estimate(10, 100_010, prices, MID_JUNE)
+    creations, verifications = result.month_to_date
+    assert creations.cost == Decimal("0.010")
+    assert verifications.cost == Decimal("0.0010")
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("MOCK_ISSUER_PRICE_CREATION", "one dollar"),
+        ("MOCK_ISSUER_PRICE_CREATION", "-0.1"),
+        ("MOCK_ISSUER_PRICE_VERIFICATION", "NaN"),
+        ("MOCK_ISSUER_FREE_VERIFICATIONS", "1.5"),
+        ("MOCK_ISSUER_FREE_CREATIONS", "-1"),
+    ],
+)
+def test_a_malformed_price_setting_is_rejected_by_name(name, value):
+    with pytest.raises(ValueError, match=name):
+        Prices.from_settings({name: value})
+
+
+def test_month_bounds_handle_december_and_february():
+    assert month_bounds(datetime(2026, 12, 31, 23, 59, tzinfo=UTC))[1] == datetime(
+        2027, 1, 1, tzinfo=UTC
+    )
+    start, end = month_bounds(datetime(2028, 2, 10, tzinfo=UTC))
+    assert (end - start).days == 29
+
+
+def test_elapsed_fraction_is_never_zero_at_the_first_instant_of_a_month():
+    assert 0 < elapsed_fraction(datetime(2026, 7, 1, tzinfo=UTC)) < 1e-5
+
+
+@pytest.mark.parametrize(
+    ("amount", "text"),
+    [("0", "$0.00"), ("1234.5", "$1,234.50"), ("0.00001", "$0.00001"), ("0.001", "$0.001")],
+)
+def test_format_usd(amount, text):
+    assert format_usd(Decimal(amount)) == text

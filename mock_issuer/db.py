@@ -82,6 +82,14 @@ CREATE TABLE IF NOT EXISTS signing_keys (
 );
 CREATE UNIQUE INDEX IF NOT EXISTS signing_keys_one_active
     ON signing_keys ((retired_at IS NULL)) WHERE retired_at IS NULL;
+-- The key that the next rotation will activate: published in the JWKS ahead of use, so
+-- verifiers already hold it when it starts signing. Never signs while it sits here.
+CREATE TABLE IF NOT EXISTS next_signing_key (
+    kid TEXT PRIMARY KEY,
+    private_pem TEXT NOT NULL,
+    public_jwk TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS usage_events (
     id INTEGER PRIMARY KEY,
     ts INTEGER NOT NULL,

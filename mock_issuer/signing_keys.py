@@ -1,7 +1,9 @@
 """RS256 signing keys for JWT-format tokens: persisted, rotated, published as a JWKS.
 
-Exactly one key is active (signs new tokens). A retired key stays published while any token
-it signed is still unexpired, so verifiers holding such a token can still find its key.
+Exactly one key is active (signs new tokens). The next key is published ahead of use, so a
+verifier that refreshed its JWKS since the last rotation already holds the key a rotation
+activates (publish before signing). A retired key stays published while any token it signed
+is still unexpired, so verifiers holding such a token can still find its key.
 Parsed keys are cached per process by `kid`; a kid's key material never changes.
 """
 
@@ -41,8 +43,7 @@ def _generate() -> tuple[str, str]:
     return pem, json.dumps({"kty": "RSA", "n": jwk["n"], "e": jwk["e"]})
 
 
-def _insert_active(conn: sqlite3.Connection, pem: str, jwk: str, now: int) -> str:
-    kid = ids.new_kid()
+def _insert_active(conn: sqlite3.Connection, kid: str, pem: str, jwk: str, now: int) -> str:
     conn.execute(
         "INSERT INTO signing_keys (kid, private_pem, public_jwk, created_at, retired_at)"
         " VALUES (?, ?, ?, ?, NULL)",
@@ -51,30 +52,62 @@ def _insert_active(conn: sqlite3.Connection, pem: str, jwk: str, now: int) -> st
     return kid
 
 
-def ensure_signing_key(conn: sqlite3.Connection) -> str:
-    """The active kid, creating the first key if there is none. Several workers starting at
-    once may each generate a key, but only the first to take the write lock stores one."""
+def _active_kid(conn: sqlite3.Connection) -> str | None:
     row = conn.execute("SELECT kid FROM signing_keys WHERE retired_at IS NULL").fetchone()
-    if row:
-        return row[0]
-    pem, jwk = _generate()
+    return row[0] if row else None
+
+
+def _store_next(conn: sqlite3.Connection, pem: str, jwk: str, now: int) -> None:
+    conn.execute(
+        "INSERT INTO next_signing_key (kid, private_pem, public_jwk, created_at)"
+        " VALUES (?, ?, ?, ?)",
+        (ids.new_kid(), pem, jwk, now),
+    )
+
+
+def ensure_signing_key(conn: sqlite3.Connection) -> str:
+    """The active kid, creating the first key and the published next key when missing.
+    Several workers starting at once may each generate keys, but only the first to take the
+    write lock stores them."""
+    active = _active_kid(conn)
+    has_next = conn.execute("SELECT 1 FROM next_signing_key").fetchone() is not None
+    if active and has_next:
+        return active
+    generated = [_generate() for _ in range(2 - bool(active) - has_next)]
     with db.write(conn):
-        row = conn.execute("SELECT kid FROM signing_keys WHERE retired_at IS NULL").fetchone()
-        if row:
-            return row[0]
-        return _insert_active(conn, pem, jwk, db.now_ms())
+        now = db.now_ms()
+        active = _active_kid(conn)
+        if active is None:
+            pem, jwk = generated.pop()
+            active = _insert_active(conn, ids.new_kid(), pem, jwk, now)
+        if conn.execute("SELECT 1 FROM next_signing_key").fetchone() is None:
+            pem, jwk = generated.pop() if generated else _generate()
+            _store_next(conn, pem, jwk, now)
+        return active
 
 
 def rotate_signing_key(conn: sqlite3.Connection) -> tuple[str, str | None]:
-    """Retire the active key and make a new one active; returns (new kid, retired kid)."""
+    """Retire the active key, activate the already-published next key and publish a new next
+    key; returns (new active kid, retired kid)."""
+    ensure_signing_key(conn)
     pem, jwk = _generate()
     now = db.now_ms()
     with db.write(conn):
-        row = conn.execute("SELECT kid FROM signing_keys WHERE retired_at IS NULL").fetchone()
-        old = row[0] if row else None
+        old = _active_kid(conn)
+        upcoming = conn.execute("SELECT * FROM next_signing_key").fetchone()
         conn.execute("UPDATE signing_keys SET retired_at = ? WHERE retired_at IS NULL", (now,))
-        new = _insert_active(conn, pem, jwk, now)
+        new = _insert_active(
+            conn, upcoming["kid"], upcoming["private_pem"], upcoming["public_jwk"], now
+        )
+        conn.execute("DELETE FROM next_signing_key")
+        _store_next(conn, pem, jwk, now)
     return new, old
+
+
+def next_signing_kid(conn: sqlite3.Connection) -> str | None:
+    """The published kid that the next rotation will activate."""
+    row = conn.execute("SELECT kid FROM next_signing_key").fetchone()
+    return row[0] if row else None
 
 
 def active_signing_key(conn: sqlite3.Connection) -> SigningKey:
@@ -109,11 +142,14 @@ def public_key(conn: sqlite3.Connection, kid: str) -> RSAPublicKey | None:
 
 
 def jwks(conn: sqlite3.Connection) -> dict[str, Any]:
-    """The published keys: the active one and every retired key with a live token."""
+    """The published keys: the active one, the next one (published ahead of use) and every
+    retired key with a live token."""
     rows = conn.execute(
-        "SELECT kid, public_jwk FROM signing_keys k WHERE retired_at IS NULL OR EXISTS ("
+        "SELECT kid, public_jwk, 0 AS upcoming, created_at FROM signing_keys k"
+        " WHERE retired_at IS NULL OR EXISTS ("
         " SELECT 1 FROM jwt_issued j WHERE j.kid = k.kid AND j.expiration > ?)"
-        " ORDER BY created_at DESC",
+        " UNION ALL SELECT kid, public_jwk, 1, created_at FROM next_signing_key"
+        " ORDER BY upcoming, created_at DESC",
         (db.now_ms(),),
     ).fetchall()
     keys = []

@@ -125,14 +125,17 @@ def test_rotation_signs_with_the_new_key_and_keeps_the_old_until_its_tokens_expi
     client = fresh_client
     old_token = mint(client, token_format="jwt", seconds_until_expiration=1)
     old_kid = jwt.get_unverified_header(old_token["token"])["kid"]
+    published_before = [k["kid"] for k in client.get("/.well-known/jwks.json").json["keys"]]
+    assert published_before[0] == old_kid and len(published_before) == 2
     resp = client.post("/v1/jwks/rotate", headers=SK)
     assert resp.status_code == 200
     new_kid = resp.json["active_kid"]
     assert resp.json["retired_kid"] == old_kid and new_kid != old_kid
-    assert [k["kid"] for k in client.get("/.well-known/jwks.json").json["keys"]] == [
-        new_kid,
-        old_kid,
-    ]
+    # Publish before signing: the key a rotation activates was already in the JWKS.
+    assert new_kid == published_before[1]
+    published_after = [k["kid"] for k in client.get("/.well-known/jwks.json").json["keys"]]
+    assert published_after[:2] == [new_kid, old_kid] and len(published_after) == 3
+    upcoming = published_after[2]
 
     new_token = mint(client, token_format="jwt")
     assert jwt.get_unverified_header(new_token["token"])["kid"] == new_kid
@@ -140,14 +143,19 @@ def test_rotation_signs_with_the_new_key_and_keeps_the_old_until_its_tokens_expi
     decode(client, old_token["token"])
 
     time.sleep(max(0.0, old_token["expiration"] / 1000 - time.time()) + 0.05)
-    assert [k["kid"] for k in client.get("/v1/jwks", headers=SK).json["keys"]] == [new_kid]
+    assert [k["kid"] for k in client.get("/v1/jwks", headers=SK).json["keys"]] == [
+        new_kid,
+        upcoming,
+    ]
 
 
 def test_rotation_without_jwts_outstanding_drops_the_old_key_at_once(fresh_client):
     client = fresh_client
     before = client.get("/v1/jwks", headers=SK).json["keys"]
     resp = client.post("/v1/jwks/rotate", headers=SK)
-    assert [k["kid"] for k in resp.json["keys"]] == [resp.json["active_kid"]]
+    kids = [k["kid"] for k in resp.json["keys"]]
+    assert kids[0] == resp.json["active_kid"] == before[1]["kid"]
+    assert len(kids) == 2 and before[0]["kid"] not in kids
     assert resp.json["retired_kid"] == before[0]["kid"]
 
 
@@ -159,9 +167,10 @@ def test_rotate_route_needs_the_instance_key(client):
 
 def test_jwks_objects_carry_what_verifiers_need(client):
     keys = client.get("/v1/jwks", headers=SK).json["keys"]
-    assert len(keys) == 1
-    assert set(keys[0]) == {"use", "kty", "kid", "alg", "n", "e"}
-    assert keys[0]["kty"] == "RSA" and keys[0]["alg"] == "RS256" and keys[0]["use"] == "sig"
+    assert len(keys) == 2  # the active key, then the next one published ahead of use
+    for key in keys:
+        assert set(key) == {"use", "kty", "kid", "alg", "n", "e"}
+        assert key["kty"] == "RSA" and key["alg"] == "RS256" and key["use"] == "sig"
 
 
 def test_cli_rotate_signing_key_command(tmp_path):

@@ -79,7 +79,8 @@ def test_dev_server_serves_the_api_logs_safely_and_picks_up_a_cli_key_rotation(s
     )
     assert result.returncode == 0, result.stderr
     kids = [k["kid"] for k in jwks(issuer.url)["keys"]]
-    assert len(kids) == 2 and kids[0] in result.stdout
+    # active (new), retired (signed `old`, still live), next (published ahead of use)
+    assert len(kids) == 3 and kids[0] in result.stdout
     new = mint(issuer.url, token_format="jwt")["token"]
     assert jwt.get_unverified_header(new)["kid"] == kids[0]
     assert verify(issuer.url, old).status_code == 200
@@ -146,7 +147,7 @@ def test_gunicorn_workers_share_all_state(start, tmp_path):
     names = [m["name"] for m in machines.json()["data"]]
     assert sorted(names) == sorted(["test-caller", "test-receiver", "test-outsider", "named-only"])
     assert len({m["instance_id"] for m in machines.json()["data"]}) == 1
-    assert len(jwks(issuer.url)["keys"]) == 1
+    assert len(jwks(issuer.url)["keys"]) == 2  # one active and one next key, not one per worker
 
     totals = requests.get(f"{issuer.url}/v1/usage", headers=SK, timeout=TIMEOUT).json()["totals"]
     assert totals["creations"]["opaque"] == n

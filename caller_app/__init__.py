@@ -1,0 +1,54 @@
+"""The caller: a Flask service that obtains, reuses and presents Clerk M2M tokens.
+
+`GET /send` gets a token (cached until shortly before it expires) and POSTs a message to the
+receiver's `/receive` with it, like machine A in Clerk's m2m-example.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from dotenv import dotenv_values
+from flask import Flask
+
+from caller_app.config import load_settings
+from caller_app.token_client import M2MTokenClient, RetryPolicy
+
+APP_DIR = Path(__file__).resolve().parent
+
+
+def create_app(config: Mapping[str, object] | None = None) -> Flask:
+    """Build the app. Settings come from `config` (tests), then the environment, then
+    `caller_app/.env` (skipped when M2M_SKIP_DOTENV=1); bad settings fail here, clearly."""
+    app = Flask(__name__)
+    config = dict(config or {})
+    env: dict[str, str] = {}
+    if os.environ.get("M2M_SKIP_DOTENV") != "1":
+        env.update({k: v for k, v in dotenv_values(APP_DIR / ".env").items() if v is not None})
+    env.update(os.environ)
+    env.update({k: str(v) for k, v in config.items() if isinstance(v, str | int | float)})
+    settings = load_settings(env)
+    app.config.update(config)
+    app.extensions["caller_settings"] = settings
+    app.extensions["m2m_token_client"] = M2MTokenClient(
+        settings.clerk_api_url,
+        settings.machine_secret_key,
+        token_format=settings.token_format,
+        ttl_seconds=settings.ttl_seconds,
+        refresh_margin_seconds=settings.refresh_margin_seconds,
+        timeout=(min(3.05, settings.http_timeout_seconds), settings.http_timeout_seconds),
+        retry=RetryPolicy(
+            max_attempts=settings.issuer_max_attempts,
+            max_total_seconds=settings.issuer_retry_budget_seconds,
+        ),
+    )
+    if not app.debug:
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+    from caller_app import send
+
+    app.register_blueprint(send.bp)
+    return app

@@ -1,0 +1,101 @@
+"""`GET /send` (token, then POST to the receiver) and `GET /healthz`; every failure is a JSON
+answer that names the dependency that failed, never a traceback."""
+
+from __future__ import annotations
+
+import logging
+
+import requests
+from flask import Blueprint, current_app, jsonify, request
+
+from caller_app.token_client import (
+    TOKEN_FORMATS,
+    IssuerRequestRejected,
+    IssuerUnavailable,
+    M2MTokenClient,
+    MachineSecretKeyRejected,
+)
+from caller_app.www_authenticate import parse_bearer_challenge
+
+bp = Blueprint("send", __name__)
+log = logging.getLogger(__name__)
+
+MESSAGE = {"message": "Hello from the caller"}
+DEFAULT_RETRY_AFTER = 5  # seconds, when the issuer gave no Retry-After
+
+
+@bp.get("/healthz")
+def healthz():
+    """Liveness: the process answers. Dependencies are reported by /send, not here."""
+    return jsonify(status="ok")
+
+
+@bp.get("/send")
+def send():
+    """Get a token (reused while fresh) and POST the message to the receiver's /receive."""
+    settings = current_app.extensions["caller_settings"]
+    client: M2MTokenClient = current_app.extensions["m2m_token_client"]
+    token_format = request.args.get("format") or settings.token_format
+    if token_format not in TOKEN_FORMATS:
+        return _error(400, "invalid_format", "format must be opaque or jwt", dependency=None)
+    url = f"{settings.receiver_url}/receive"
+    try:
+        result = client.request("POST", url, token_format=token_format, json=MESSAGE)
+    except IssuerUnavailable as exc:
+        retry_after = round(exc.retry_after or DEFAULT_RETRY_AFTER)
+        response = _error(503, "issuer_unavailable", f"no M2M token: {exc}", dependency="issuer")
+        response.headers["Retry-After"] = str(max(1, retry_after))
+        return response
+    except MachineSecretKeyRejected as exc:
+        return _error(502, "machine_secret_key_rejected", str(exc), dependency="issuer")
+    except IssuerRequestRejected as exc:
+        return _error(502, "issuer_rejected_request", str(exc), dependency="issuer",
+                      issuer_status=exc.status, issuer_code=exc.code)  # fmt: skip
+    except requests.Timeout:
+        return _error(502, "receiver_unreachable", f"the receiver at {url} timed out",
+                      dependency="receiver")  # fmt: skip
+    except requests.RequestException as exc:
+        return _error(502, "receiver_unreachable",
+                      f"the receiver at {url} is unreachable ({type(exc).__name__})",
+                      dependency="receiver")  # fmt: skip
+    return _receiver_answer(result, url)
+
+
+def _receiver_answer(result, url: str):
+    """Pass on the receiver's reply with the token used, or a clear JSON 502."""
+    response, token = result.response, result.token
+    used = {"format": token.format, "id": token.id}
+    if response.status_code in (401, 403):
+        challenge = parse_bearer_challenge(response.headers.get("WWW-Authenticate", ""))
+        reason = challenge.get("error_description") or challenge.get("error") or "no reason given"
+        return _error(
+            502, "receiver_rejected_token",
+            f"the receiver answered {response.status_code} to a fresh token: {reason}",
+            dependency="receiver", receiver_status=response.status_code,
+            receiver_error=challenge.get("error"),
+            receiver_error_description=challenge.get("error_description"),
+            token=used, retried_after_401=result.retried_after_401,
+        )  # fmt: skip
+    if response.status_code >= 500:
+        return _error(502, "receiver_error", f"the receiver at {url} answered "
+                      f"{response.status_code}", dependency="receiver",
+                      receiver_status=response.status_code)  # fmt: skip
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if not response.ok or body is None:
+        return _error(502, "receiver_bad_answer", f"the receiver at {url} answered "
+                      f"{response.status_code} without the expected JSON", dependency="receiver",
+                      receiver_status=response.status_code)  # fmt: skip
+    return jsonify(receiver=body, token=used, retried_after_401=result.retried_after_401)
+
+
+def _error(status: int, code: str, message: str, *, dependency: str | None, **extra):
+    """A JSON error body: what failed (`dependency`), a stable `error` code and a message."""
+    if status >= 500:
+        log.warning("send failed: %s: %s", code, message)
+    body = {"error": code, "message": message, "dependency": dependency, **extra}
+    response = jsonify(body)
+    response.status_code = status
+    return response

@@ -1,0 +1,342 @@
+"""Obtain, reuse and present Clerk M2M tokens: one class, liftable into any Python service.
+
+Needs only `requests`. Copy this file, then:
+
+    client = M2MTokenClient("https://api.clerk.com", os.environ["CLERK_MACHINE_SECRET_KEY"])
+    result = client.request("POST", "https://orders.internal/receive", json={...})
+
+The client creates a token with `POST {api_url}/m2m_tokens`, keeps it until its expiration
+(read from the issuer's answer, never by decoding the token) minus a refresh margin, makes
+exactly one creation when many threads need a token at once (single flight), retries the
+issuer's 429/5xx with capped exponential backoff and full jitter, and when the receiving
+service answers 401 it drops the token, gets a fresh one and retries once.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
+
+import requests
+from requests.adapters import HTTPAdapter
+
+log = logging.getLogger(__name__)
+
+TOKEN_FORMATS = ("opaque", "jwt")
+
+
+class TokenClientError(Exception):
+    """Base class: no token could be obtained from the issuer."""
+
+
+class IssuerUnavailable(TokenClientError):
+    """The issuer was unreachable, timed out, or kept answering 429/5xx after bounded retries."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class MachineSecretKeyRejected(TokenClientError):
+    """The issuer answered 401: this machine's secret key is wrong, deleted or rotated away."""
+
+
+class IssuerRequestRejected(TokenClientError):
+    """The issuer refused the creation request with another 4xx (bad TTL, unknown field...)."""
+
+    def __init__(self, message: str, status: int, code: str | None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+@dataclass(frozen=True)
+class M2MToken:
+    """A token as the issuer created it; `token` is the secret sent as the Bearer credential."""
+
+    token: str = field(repr=False)
+    id: str
+    format: str
+    expiration_ms: int | None
+    fresh_until: float  # on this client's monotonic clock: when to stop reusing it
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Bounded retries for the issuer: attempt count, backoff and a total time budget."""
+
+    max_attempts: int = 4
+    backoff_base: float = 0.2  # seconds; attempt n sleeps uniform(0, min(cap, base * 2**n))
+    backoff_cap: float = 2.0
+    retry_after_cap: float = 5.0  # never sleep longer than this for one Retry-After
+    max_total_seconds: float = 8.0  # give up rather than start a sleep past this budget
+
+
+@dataclass(frozen=True)
+class AuthorizedResponse:
+    """The receiving service's answer, the token that was presented, and whether the one
+    retry after a 401 was used."""
+
+    response: requests.Response
+    token: M2MToken
+    retried_after_401: bool
+
+
+class M2MTokenClient:
+    """Creates M2M tokens with a machine secret key and caches one per (format, TTL)."""
+
+    def __init__(
+        self,
+        api_url: str,
+        machine_secret_key: str,
+        *,
+        token_format: str = "opaque",  # noqa: S107 (a format name, not a secret)
+        ttl_seconds: int | None = None,
+        refresh_margin_seconds: float = 30.0,
+        timeout: float | tuple[float, float] = (3.05, 10.0),
+        retry: RetryPolicy | None = None,
+        session: requests.Session | None = None,
+        pool_size: int = 20,
+        sleep: Callable[[float], None] = time.sleep,
+        monotonic: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        if token_format not in TOKEN_FORMATS:
+            raise ValueError(f"token_format must be one of {TOKEN_FORMATS}, not {token_format!r}")
+        if ttl_seconds is not None and not 0 <= refresh_margin_seconds < ttl_seconds:
+            raise ValueError(
+                f"the refresh margin ({refresh_margin_seconds} s) must be at least 0 and smaller "
+                f"than the token TTL ({ttl_seconds} s), or every call would create a token"
+            )
+        self.api_url = api_url.rstrip("/")
+        self._key = machine_secret_key
+        self.token_format = token_format
+        self.ttl_seconds = ttl_seconds
+        self.refresh_margin = refresh_margin_seconds
+        self.timeout = timeout
+        self.retry = retry or RetryPolicy()
+        self.session = session or _pooled_session(pool_size)
+        self._sleep = sleep
+        self._monotonic = monotonic
+        self._wall_clock = wall_clock
+        self._lock = threading.Lock()
+        self._tokens: dict[tuple[str, int | None], M2MToken] = {}
+        self._flights: dict[tuple[str, int | None], Future[M2MToken]] = {}
+        self.created_count = 0  # tokens this client created: for logs and tests
+
+    def __repr__(self) -> str:  # never show the key
+        return f"M2MTokenClient(api_url={self.api_url!r}, token_format={self.token_format!r})"
+
+    # -- tokens -----------------------------------------------------------------------------
+
+    def get_token(
+        self, token_format: str | None = None, ttl_seconds: int | None = None
+    ) -> M2MToken:
+        """A fresh-enough token of this format and TTL: the cached one, or exactly one new one
+        however many threads ask at the same time."""
+        key = self._cache_key(token_format, ttl_seconds)
+        with self._lock:
+            cached = self._tokens.get(key)
+            if cached is not None and self._monotonic() < cached.fresh_until:
+                return cached
+            flight = self._flights.get(key)
+            leader = flight is None
+            if leader:
+                flight = self._flights[key] = Future()
+        if not leader:
+            return self._wait_for(flight)
+        try:
+            token = self._create_with_retries(*key)
+        except BaseException as exc:
+            with self._lock:
+                del self._flights[key]
+            flight.set_exception(exc)
+            raise
+        with self._lock:
+            self.created_count += 1
+            if self._monotonic() < token.fresh_until:
+                self._tokens[key] = token
+            del self._flights[key]
+        flight.set_result(token)
+        return token
+
+    def invalidate(self, token: M2MToken) -> None:
+        """Drop `token` from the cache (after a 401). A newer token cached meanwhile by
+        another thread is kept, so N concurrent 401s still cause one creation."""
+        with self._lock:
+            for key, cached in list(self._tokens.items()):
+                if cached.id == token.id:
+                    del self._tokens[key]
+
+    def clear(self) -> None:
+        """Forget every cached token (e.g. after rotating the machine secret key)."""
+        with self._lock:
+            self._tokens.clear()
+
+    # -- presenting tokens ------------------------------------------------------------------
+
+    def request(
+        self, method: str, url: str, *, token_format: str | None = None, **kwargs
+    ) -> AuthorizedResponse:
+        """Send `method url` with `Authorization: Bearer <token>`; on a 401 drop the token,
+        get a fresh one and retry once. The body must be re-sendable (json=, data=bytes).
+        Network errors towards `url` propagate as `requests` exceptions."""
+        kwargs.setdefault("timeout", self.timeout)
+        token = self.get_token(token_format)
+        response = self._send(method, url, token, kwargs)
+        if response.status_code != 401:
+            return AuthorizedResponse(response, token, retried_after_401=False)
+        log.info("receiver answered 401 to token %s; retrying once with a fresh token", token.id)
+        self.invalidate(token)
+        token = self.get_token(token_format)
+        response = self._send(method, url, token, kwargs)
+        return AuthorizedResponse(response, token, retried_after_401=True)
+
+    def _send(self, method: str, url: str, token: M2MToken, kwargs: dict) -> requests.Response:
+        headers = {**kwargs.get("headers", {}), "Authorization": f"Bearer {token.token}"}
+        return self.session.request(method, url, **{**kwargs, "headers": headers})
+
+    # -- creating tokens --------------------------------------------------------------------
+
+    def _cache_key(
+        self, token_format: str | None, ttl_seconds: int | None
+    ) -> tuple[str, int | None]:
+        fmt = token_format or self.token_format
+        if fmt not in TOKEN_FORMATS:
+            raise ValueError(f"token_format must be one of {TOKEN_FORMATS}, not {fmt!r}")
+        return fmt, ttl_seconds if ttl_seconds is not None else self.ttl_seconds
+
+    def _wait_for(self, flight: Future[M2MToken]) -> M2MToken:
+        """Wait for the creation another thread is making, and share its outcome."""
+        budget = self.retry.max_total_seconds + self.retry.max_attempts * _total_timeout(
+            self.timeout
+        )
+        try:
+            return flight.result(timeout=budget)
+        except FutureTimeout:
+            raise IssuerUnavailable("timed out waiting for the issuer to create a token") from None
+
+    def _create_with_retries(self, token_format: str, ttl_seconds: int | None) -> M2MToken:
+        """One token creation, retried on connection errors, timeouts, 429 and 5xx only."""
+        deadline = self._monotonic() + self.retry.max_total_seconds
+        for attempt in range(self.retry.max_attempts):
+            started = self._monotonic()
+            try:
+                response = self._post_create(token_format, ttl_seconds)
+            except requests.RequestException as exc:
+                failure = IssuerUnavailable(f"the issuer is unreachable ({type(exc).__name__})")
+                retry_after = None
+            else:
+                if response.status_code in (200, 201):
+                    return self._token_from(response, token_format, started)
+                if response.status_code != 429 and response.status_code < 500:
+                    raise _rejection(response)
+                retry_after = _retry_after_seconds(response, self._wall_clock)
+                failure = IssuerUnavailable(
+                    f"the issuer answered {response.status_code}", retry_after=retry_after
+                )
+            delay = self._backoff(attempt, retry_after)
+            last = attempt == self.retry.max_attempts - 1
+            if last or self._monotonic() + delay > deadline:
+                raise failure
+            log.warning("%s; retry %d in %.2f s", failure, attempt + 1, delay)
+            self._sleep(delay)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _backoff(self, attempt: int, retry_after: float | None) -> float:
+        """Full jitter (AWS style); an issuer's Retry-After wins, capped."""
+        if retry_after is not None:
+            return min(retry_after, self.retry.retry_after_cap)
+        return random.uniform(0, min(self.retry.backoff_cap, self.retry.backoff_base * 2**attempt))  # noqa: S311
+
+    def _post_create(self, token_format: str, ttl_seconds: int | None) -> requests.Response:
+        body: dict[str, object] = {"token_format": token_format}
+        if ttl_seconds is not None:
+            body["seconds_until_expiration"] = ttl_seconds
+        return self.session.post(
+            f"{self.api_url}/m2m_tokens",
+            json=body,
+            headers={"Authorization": f"Bearer {self._key}"},
+            timeout=self.timeout,
+        )
+
+    def _token_from(
+        self, response: requests.Response, token_format: str, started: float
+    ) -> M2MToken:
+        """Build the cache entry from the issuer's answer. The lifetime is the smaller of
+        expiration-minus-creation and expiration-minus-our-wall-clock, counted from when we
+        asked on our monotonic clock, so clock skew can only make us refresh earlier."""
+        try:
+            data = response.json()
+            secret, token_id = data["token"], data["id"]
+            expiration, created = data.get("expiration"), data.get("created_at")
+        except (ValueError, KeyError, TypeError):
+            raise IssuerUnavailable("the issuer answered 201 without a token object") from None
+        if expiration is None:
+            fresh_until = started  # no expiry given: use once, never cache
+        else:
+            lifetime = expiration / 1000 - self._wall_clock()
+            if created is not None:
+                lifetime = min(lifetime, (expiration - created) / 1000)
+            fresh_until = started + lifetime - self.refresh_margin
+            if lifetime <= self.refresh_margin:
+                log.warning(
+                    "token %s lives %.0f s, not more than the refresh margin (%.0f s): not reused",
+                    token_id, lifetime, self.refresh_margin,
+                )  # fmt: skip
+        log.info("created %s token %s", token_format, token_id)
+        return M2MToken(secret, token_id, token_format, expiration, fresh_until)
+
+
+def _pooled_session(pool_size: int) -> requests.Session:
+    """A Session whose per-host pool fits `pool_size` concurrent requests."""
+    session = requests.Session()
+    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
+def _total_timeout(timeout: float | tuple[float, float]) -> float:
+    return sum(timeout) if isinstance(timeout, tuple) else float(timeout)
+
+
+def _retry_after_seconds(
+    response: requests.Response, wall_clock: Callable[[], float]
+) -> float | None:
+    """`Retry-After` as seconds (delta-seconds or HTTP date), or None when absent or garbled."""
+    value = response.headers.get("Retry-After", "").strip()
+    if not value:
+        return None
+    if value.isdigit():
+        return float(value)
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - wall_clock())
+    except (TypeError, ValueError):
+        return None
+
+
+def _rejection(response: requests.Response) -> TokenClientError:
+    """Map a non-retryable 4xx from the issuer, reading Clerk's error envelope when present."""
+    code, message = None, f"the issuer answered {response.status_code}"
+    try:
+        error = response.json()["errors"][0]
+        code = error.get("code")
+        message = error.get("long_message") or error.get("message") or message
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+        pass
+    if response.status_code == 401:
+        return MachineSecretKeyRejected(
+            "the issuer rejected this machine's secret key (CLERK_MACHINE_SECRET_KEY): it is "
+            f"wrong, deleted or was rotated ({code or 'no code'})"
+        )
+    return IssuerRequestRejected(
+        f"the issuer refused to create a token: {message}", response.status_code, code
+    )

@@ -1,0 +1,128 @@
+"""`require_m2m`: protect a Flask view with an M2M bearer token, answering as RFC 6750 says."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import re
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar, overload
+
+from flask import current_app, g, jsonify, request
+from flask.typing import ResponseReturnValue
+
+from .verifier import (
+    CallerNotAllowedError,
+    IssuerUnavailableError,
+    M2MVerifier,
+    VerificationError,
+    VerifiedToken,
+)
+
+log = logging.getLogger(__name__)
+
+EXTENSION_KEY = "m2m_verifier"  # where create_app puts the M2MVerifier (app.extensions)
+DEFAULT_REALM = "receiver"
+# RFC 6750 section 2.1: "Bearer" 1*SP b64token
+_BEARER = re.compile(r"Bearer +([A-Za-z0-9\-._~+/]+=*)", re.IGNORECASE)
+
+View = TypeVar("View", bound=Callable[..., ResponseReturnValue])
+
+
+class BadRequestError(VerificationError):
+    """The Authorization header is malformed: 400 invalid_request."""
+
+    status = 400
+    error = "invalid_request"
+
+
+class MissingTokenError(VerificationError):
+    """No bearer credentials at all: 401 with no error code (RFC 6750 section 3.1)."""
+
+    error = ""
+
+
+def current_token() -> VerifiedToken:
+    """The token that `require_m2m` verified for this request."""
+    return g.m2m_token
+
+
+@overload
+def require_m2m(view: View) -> View: ...
+@overload
+def require_m2m(*, allowed_callers: Iterable[str] | None = None) -> Callable[[View], View]: ...
+
+
+def require_m2m(view=None, *, allowed_callers=None):
+    """Decorate a view so it runs only for a verified M2M token, found on `g.m2m_token`.
+
+    Use it bare (`@require_m2m`) or with options (`@require_m2m(allowed_callers={"mch_..."})`);
+    `allowed_callers` narrows this view further than the app-wide M2M_ALLOWED_CALLERS.
+    """
+    allowed = frozenset(allowed_callers) if allowed_callers is not None else None
+
+    def decorate(fn: View) -> View:
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> ResponseReturnValue:
+            try:
+                token = _verify_request(allowed)
+            except VerificationError as exc:
+                return error_response(exc)
+            g.m2m_token = token
+            return fn(*args, **kwargs)
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate(view) if view is not None else decorate
+
+
+def _verify_request(allowed: frozenset[str] | None) -> VerifiedToken:
+    verifier: M2MVerifier = current_app.extensions[EXTENSION_KEY]
+    token = bearer_token()
+    try:
+        verified = verifier.verify(token)
+    except VerificationError as exc:
+        if not isinstance(exc, IssuerUnavailableError):
+            log.info("M2M token rejected: %s", exc.description)
+        raise
+    if allowed is not None and verified.machine_id not in allowed:
+        log.info("M2M token %s rejected: caller not allowed on this route", verified.id)
+        raise CallerNotAllowedError("calling machine is not allowed here")
+    return verified
+
+
+def bearer_token() -> str:
+    """The bearer token of this request, or MissingTokenError / BadRequestError."""
+    headers = request.headers.getlist("Authorization")
+    if not headers:
+        raise MissingTokenError("a bearer token is required")
+    if len(headers) > 1:
+        raise BadRequestError("send exactly one Authorization header")
+    if "access_token" in request.args:
+        raise BadRequestError("send the token in one place only")
+    value = headers[0]
+    scheme = value.split(" ", 1)[0]
+    if scheme.lower() != "bearer":
+        raise MissingTokenError("a bearer token is required")
+    match = _BEARER.fullmatch(value)
+    if match is None:
+        raise BadRequestError("the Authorization header is malformed")
+    return match.group(1)
+
+
+def error_response(exc: VerificationError) -> ResponseReturnValue:
+    """The RFC 6750 answer for a rejected request: status, WWW-Authenticate and a JSON body."""
+    body = {"error": exc.error or None, "error_description": exc.description}
+    headers: dict[str, str] = {}
+    if isinstance(exc, IssuerUnavailableError):
+        headers["Retry-After"] = str(exc.retry_after)
+    else:
+        headers["WWW-Authenticate"] = _challenge(exc)
+    return jsonify(body), exc.status, headers
+
+
+def _challenge(exc: VerificationError) -> str:
+    realm = current_app.config.get("M2M_REALM", DEFAULT_REALM)
+    if not exc.error:
+        return f'Bearer realm="{realm}"'
+    return f'Bearer realm="{realm}", error="{exc.error}", error_description="{exc.description}"'

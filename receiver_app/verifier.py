@@ -1,0 +1,360 @@
+"""Verify Clerk M2M tokens: JWTs locally with the issuer's keys, opaque `mt_` tokens by asking
+the issuer. Depends only on PyJWT, requests and the two small modules next to it (`jwks.py`,
+`verify_cache.py`): copy the three files into another service to reuse it.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import jwt
+import requests
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
+from requests.adapters import HTTPAdapter
+
+from .jwks import JwksCache, KeysUnavailableError, StaticKey
+from .verify_cache import VerifyCache
+
+log = logging.getLogger(__name__)
+
+CLERK_M2M_CATEGORY = "cl_B7d4PD333AAA"  # the `cat` header Clerk puts on M2M JWTs
+ALGORITHMS = ["RS256"]  # pinned: the token header never chooses the algorithm
+REQUIRED_CLAIMS = ["exp", "iat", "iss", "sub", "jti"]
+REGISTERED_CLAIMS = frozenset({"iss", "sub", "aud", "exp", "nbf", "iat", "jti", "scopes"})
+MAX_TOKEN_LENGTH = 8192  # checked before any parsing
+MAX_LEEWAY_SECONDS = 5
+
+_JWS_SHAPE = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
+_OPAQUE_SHAPE = re.compile(r"mt_[A-Za-z0-9_-]+")
+_MACHINE_ID = re.compile(r"mch_[A-Za-z0-9_]+")
+_MAX_REMEMBERED_HEADERS = 16
+
+
+@dataclass(frozen=True)
+class VerifierConfig:
+    """What the verifier needs to know; `receiver_app.config` builds it from the environment."""
+
+    api_url: str  # issuer base URL (CLERK_API_URL), without a trailing slash
+    machine_secret_key: str  # this receiver's own `ak_` key, to verify opaque tokens
+    machine_id: str  # this receiver's own `mch_` id, the audience JWTs must name
+    jwt_issuer: str  # the expected `iss`
+    jwks_url: str = ""  # default: {api_url}/.well-known/jwks.json
+    jwt_key: str | None = None  # PEM public key: verify JWTs without any network call
+    allowed_callers: frozenset[str] | None = None  # when set, only these machines may call
+    audience_required: bool = True  # False: accept JWTs naming no audience (allowlist required)
+    leeway: float = MAX_LEEWAY_SECONDS  # seconds of clock skew tolerated on exp/nbf/iat
+    cache_seconds: float = 0  # positive-result cache for opaque tokens; 0 is off
+    cache_max_entries: int = 10_000
+    issuer_timeout: float = 5  # seconds, for every call to the issuer
+    retry_after: int = 5  # seconds, sent with 503 answers
+    jwks_lifespan: float = 300
+    jwks_cooldown: float = 30
+    pool_size: int = 10  # keep-alive connections to the issuer
+
+    def __post_init__(self) -> None:
+        if not self.jwks_url:
+            object.__setattr__(self, "jwks_url", f"{self.api_url}/.well-known/jwks.json")
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedToken:
+    """A token that passed verification: who sent it and what it carries."""
+
+    id: str  # `mt_...` (the JWT's `jti`)
+    machine_id: str  # the calling machine (`subject` / `sub`)
+    scopes: tuple[str, ...]  # machine ids this token may be sent to
+    claims: dict[str, Any] = field(hash=False)  # the caller's custom claims
+    format: str  # "jwt" or "opaque"
+    expiration: int | None  # Unix milliseconds, like Clerk's token objects
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "format": self.format,
+            "claims": self.claims,
+            "scopes": list(self.scopes),
+            "expiration": self.expiration,
+        }
+
+
+class VerificationError(Exception):
+    """A token was not accepted; `status`, `error` and `description` form the HTTP answer.
+    The description is a fixed phrase: it never contains the token."""
+
+    status = 401
+    error = "invalid_token"
+
+    def __init__(self, description: str) -> None:
+        super().__init__(description)
+        self.description = description
+
+
+class InvalidTokenError(VerificationError):
+    """Bad, expired, revoked or out-of-scope token: 401 invalid_token."""
+
+
+class CallerNotAllowedError(VerificationError):
+    """A valid token from a machine this receiver does not accept: 403 insufficient_scope."""
+
+    status = 403
+    error = "insufficient_scope"
+
+
+class IssuerUnavailableError(VerificationError):
+    """The token cannot be checked right now (issuer down or misconfigured): 503, fail closed."""
+
+    status = 503
+    error = "temporarily_unavailable"
+
+    def __init__(self, description: str, retry_after: int) -> None:
+        super().__init__(description)
+        self.retry_after = retry_after
+
+
+class KeySource(Protocol):
+    def key_for(self, kid: str | None) -> RSAPublicKey | None: ...
+
+
+class M2MVerifier:
+    """Verifies one bearer token and returns a VerifiedToken or raises a VerificationError."""
+
+    def __init__(
+        self,
+        config: VerifierConfig,
+        *,
+        session: requests.Session | None = None,
+        keys: KeySource | None = None,
+    ) -> None:
+        self.config = config
+        self._session = session or pooled_session(config.pool_size)
+        self._keys = keys or self._default_keys()
+        self._cache: VerifyCache[VerifiedToken] | None = (
+            VerifyCache(config.cache_seconds, config.cache_max_entries)
+            if config.cache_seconds > 0
+            else None
+        )
+        self._verify_url = f"{config.api_url}/m2m_tokens/verify"
+        self._issuer_auth = {"Authorization": f"Bearer {config.machine_secret_key}"}
+        self._jwt_options: Any = {"require": REQUIRED_CLAIMS, "verify_aud": False}
+        # Header segment -> header, for headers that already verified: saves a parse per JWT.
+        self._known_headers: dict[str, dict[str, Any]] = {}
+
+    def verify(self, token: str) -> VerifiedToken:
+        """Tell the format by its shape, verify it, then apply the caller allowlist."""
+        if len(token) > MAX_TOKEN_LENGTH:
+            raise InvalidTokenError("token is too long")
+        if _JWS_SHAPE.fullmatch(token):
+            verified = self.verify_jwt(token)
+        elif _OPAQUE_SHAPE.fullmatch(token):
+            verified = self.verify_opaque(token)
+        else:
+            raise InvalidTokenError("token format is not recognised")
+        allowed = self.config.allowed_callers
+        if allowed is not None and verified.machine_id not in allowed:
+            raise CallerNotAllowedError("calling machine is not allowed here")
+        return verified
+
+    # JWT: local verification
+
+    def verify_jwt(self, token: str) -> VerifiedToken:
+        """Check signature (RS256, key chosen by kid), registered claims, category and audience."""
+        segment = token.partition(".")[0]
+        header = self._known_headers.get(segment) or _parse_header(segment)
+        kid = header.get("kid")
+        try:
+            key = self._keys.key_for(kid if isinstance(kid, str) else None)
+        except KeysUnavailableError:
+            log.warning("cannot verify a JWT: the issuer's JWKS was never fetched")
+            raise IssuerUnavailableError(
+                "token signing keys are unavailable", self.config.retry_after
+            ) from None
+        if key is None:
+            raise InvalidTokenError("token signing key is unknown")
+        try:
+            decoded = jwt.decode_complete(
+                token,
+                key,
+                algorithms=ALGORITHMS,
+                options=self._jwt_options,
+                issuer=self.config.jwt_issuer,
+                leeway=self.config.leeway,
+            )
+        except jwt.PyJWTError as exc:
+            raise InvalidTokenError(_describe(exc)) from None
+        verified = self._check_m2m_claims(decoded["header"], decoded["payload"])
+        self._remember_header(segment, decoded["header"])
+        return verified
+
+    def _check_m2m_claims(self, header: dict[str, Any], claims: dict[str, Any]) -> VerifiedToken:
+        if header.get("cat", CLERK_M2M_CATEGORY) != CLERK_M2M_CATEGORY:
+            raise InvalidTokenError("token is not an M2M token")
+        subject = claims["sub"]
+        if not _MACHINE_ID.fullmatch(subject):
+            raise InvalidTokenError("token subject is not a machine")
+        audience = _id_list(claims.get("aud"), "aud")
+        scopes = _id_list(claims.get("scopes"), "scopes")
+        if audience or scopes:
+            if self.config.machine_id not in audience and self.config.machine_id not in scopes:
+                raise InvalidTokenError("token is not meant for this receiver")
+        elif self.config.audience_required:
+            raise InvalidTokenError("token names no audience")
+        return VerifiedToken(
+            id=claims["jti"],
+            machine_id=subject,
+            scopes=scopes or audience,
+            claims={k: v for k, v in claims.items() if k not in REGISTERED_CLAIMS},
+            format="jwt",
+            expiration=int(claims["exp"]) * 1000,
+        )
+
+    def _remember_header(self, segment: str, header: dict[str, Any]) -> None:
+        if segment not in self._known_headers:
+            if len(self._known_headers) >= _MAX_REMEMBERED_HEADERS:
+                self._known_headers.clear()
+            self._known_headers[segment] = header
+
+    # Opaque: ask the issuer
+
+    def verify_opaque(self, token: str) -> VerifiedToken:
+        """POST the token to the issuer's verify route with this receiver's own machine key."""
+        if self._cache is not None and (cached := self._cache.get(token)) is not None:
+            return cached
+        try:
+            response = self._session.post(
+                self._verify_url,
+                json={"token": token},
+                headers=self._issuer_auth,
+                timeout=self.config.issuer_timeout,
+                allow_redirects=False,
+            )
+        except requests.RequestException as exc:
+            log.warning("token issuer unreachable (%s)", type(exc).__name__)
+            raise self._unavailable("token issuer is unreachable") from None
+        verified = self._read_verify_answer(response)
+        if self._cache is not None:
+            expires_at = None if verified.expiration is None else verified.expiration / 1000
+            self._cache.put(token, verified, expires_at)
+        return verified
+
+    def _read_verify_answer(self, response: requests.Response) -> VerifiedToken:
+        status = response.status_code
+        if status == 404:
+            raise InvalidTokenError("token is invalid, expired or revoked")
+        if status in (400, 422):
+            raise InvalidTokenError("token was refused by the issuer")
+        if status in (401, 403):
+            log.error(
+                "the issuer rejected this receiver's CLERK_MACHINE_SECRET_KEY (HTTP %s): "
+                "fix the receiver's configuration; opaque tokens cannot be verified until then",
+                status,
+            )
+            raise self._unavailable("token verification is misconfigured")
+        if status == 429:
+            retry_after = response.headers.get("Retry-After", "")
+            seconds = int(retry_after) if retry_after.isdigit() else self.config.retry_after
+            raise IssuerUnavailableError("token issuer is rate limiting", seconds)
+        if status != 200:
+            log.warning("token issuer answered HTTP %s to a verification", status)
+            raise self._unavailable("token issuer failed")
+        try:
+            return self._token_from_object(response.json())
+        except (ValueError, KeyError, TypeError):
+            log.error("token issuer answered a verification with an unexpected body")
+            raise self._unavailable("token issuer answered unexpectedly") from None
+
+    def _token_from_object(self, obj: dict[str, Any]) -> VerifiedToken:
+        """A VerifiedToken from the issuer's token object, re-checking what it vouches for."""
+        subject, scopes, expiration = obj["subject"], obj["scopes"], obj["expiration"]
+        if not (isinstance(subject, str) and _MACHINE_ID.fullmatch(subject)):
+            raise ValueError("subject")
+        if not (isinstance(scopes, list) and all(isinstance(s, str) for s in scopes)):
+            raise ValueError("scopes")
+        if obj.get("revoked") or obj.get("expired"):
+            raise InvalidTokenError("token is invalid, expired or revoked")
+        if expiration is not None and int(expiration) <= time.time() * 1000:
+            raise InvalidTokenError("token has expired")
+        if self.config.machine_id not in scopes:
+            raise InvalidTokenError("token is not meant for this receiver")
+        return VerifiedToken(
+            id=str(obj["id"]),
+            machine_id=subject,
+            scopes=tuple(scopes),
+            claims=obj.get("claims") or {},
+            format="opaque",
+            expiration=None if expiration is None else int(expiration),
+        )
+
+    def _unavailable(self, description: str) -> IssuerUnavailableError:
+        return IssuerUnavailableError(description, self.config.retry_after)
+
+    # Keys
+
+    def _default_keys(self) -> KeySource:
+        if self.config.jwt_key:
+            return StaticKey(self.config.jwt_key)
+        return JwksCache(
+            self._fetch_jwks,
+            lifespan=self.config.jwks_lifespan,
+            cooldown=self.config.jwks_cooldown,
+        )
+
+    def _fetch_jwks(self) -> dict[str, Any]:
+        response = self._session.get(
+            self.config.jwks_url, timeout=self.config.issuer_timeout, allow_redirects=False
+        )
+        response.raise_for_status()
+        return response.json()
+
+
+def pooled_session(pool_size: int) -> requests.Session:
+    """A requests session that keeps up to `pool_size` connections alive and never retries
+    on its own (a request waiting on the issuer gets a quick 503 instead)."""
+    session = requests.Session()
+    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=0)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
+def _parse_header(segment: str) -> dict[str, Any]:
+    """The JOSE header of a JWT, parsed by PyJWT from the header segment alone (cheap)."""
+    try:
+        return jwt.get_unverified_header(f"{segment}..")
+    except jwt.PyJWTError:
+        raise InvalidTokenError("token is malformed") from None
+
+
+def _id_list(value: Any, name: str) -> tuple[str, ...]:
+    """`aud` (string or list) or `scopes` (space-separated string or list) as a tuple of ids."""
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return tuple(value.split())
+    if isinstance(value, list) and all(isinstance(item, str) for item in value):
+        return tuple(value)
+    raise InvalidTokenError(f"token {name} claim is malformed")
+
+
+_DESCRIPTIONS: list[tuple[type[jwt.PyJWTError], str]] = [
+    (jwt.ExpiredSignatureError, "token has expired"),
+    (jwt.ImmatureSignatureError, "token is not valid yet"),
+    (jwt.InvalidIssuerError, "token issuer is not trusted"),
+    (jwt.InvalidSignatureError, "token signature is invalid"),
+    (jwt.InvalidAlgorithmError, "token algorithm is not allowed"),
+    (jwt.InvalidIssuedAtError, "token iat claim is invalid"),
+    (jwt.DecodeError, "token is malformed"),
+]
+
+
+def _describe(exc: jwt.PyJWTError) -> str:
+    """A fixed phrase for a PyJWT error (PyJWT's own messages are never passed on)."""
+    if isinstance(exc, jwt.MissingRequiredClaimError):
+        return f"token lacks the {exc.claim} claim"
+    for error_type, description in _DESCRIPTIONS:
+        if isinstance(exc, error_type):
+            return description
+    return "token is invalid"

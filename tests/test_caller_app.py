@@ -1,0 +1,272 @@
+"""Unit tests of the caller app (routes, error answers, configuration) with Flask's test client
+and the fake issuer/receiver of tests/test_caller_token_client.py; no real processes."""
+
+from __future__ import annotations
+
+import pytest
+
+import caller_app
+from caller_app import create_app
+from caller_app.config import ConfigError, load_settings
+from caller_app.www_authenticate import parse_bearer_challenge
+from tests.harness import free_port
+from tests.test_caller_token_client import MACHINE_KEY, FakeServer
+
+
+@pytest.fixture
+def fake():
+    server = FakeServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(autouse=True)
+def no_dotenv(monkeypatch):
+    """Neither a developer's caller_app/.env nor their exported settings may leak in."""
+    monkeypatch.setenv("M2M_SKIP_DOTENV", "1")
+    for name in ("CLERK_API_URL", "CLERK_MACHINE_SECRET_KEY", "RECEIVER_URL", "M2M_TOKEN_FORMAT",
+                 "M2M_TOKEN_TTL_SECONDS", "M2M_REFRESH_MARGIN_SECONDS"):  # fmt: skip
+        monkeypatch.delenv(name, raising=False)
+
+
+def app_config(fake: FakeServer, **overrides) -> dict:
+    config = {
+        "TESTING": True,
+        "CLERK_API_URL": fake.url,
+        "CLERK_MACHINE_SECRET_KEY": MACHINE_KEY,
+        "RECEIVER_URL": fake.url,
+        "M2M_ISSUER_MAX_ATTEMPTS": "2",
+        "M2M_ISSUER_RETRY_BUDGET_SECONDS": "0.5",
+        "M2M_HTTP_TIMEOUT_SECONDS": "2",
+    }
+    config.update(overrides)
+    return config
+
+
+@pytest.fixture
+def client(fake):
+    return create_app(app_config(fake)).test_client()
+
+
+def test_healthz_answers_ok(client):
+    assert client.get("/healthz").get_json() == {"status": "ok"}
+
+
+def test_send_posts_the_message_with_a_bearer_token_and_reports_it(client, fake):
+    answer = client.get("/send")
+    assert answer.status_code == 200
+    body = answer.get_json()
+    assert body["receiver"]["messageReceived"] == "Hello from the caller"
+    assert body["token"]["format"] == "opaque"
+    assert body["token"]["id"] == body["receiver"]["token_id"]
+    secret, sent = fake.received[0]
+    assert sent == {"message": "Hello from the caller"}
+    assert fake.minted[secret] == body["token"]["id"]
+    assert secret not in answer.get_data(as_text=True)  # the token secret is never echoed
+
+
+def test_format_query_overrides_the_default_format(client, fake):
+    body = client.get("/send?format=jwt").get_json()
+    assert body["token"]["format"] == "jwt"
+    assert fake.create_bodies[-1]["token_format"] == "jwt"
+
+
+def test_unknown_format_is_a_400(client, fake):
+    answer = client.get("/send?format=paseto")
+    assert answer.status_code == 400 and answer.get_json()["error"] == "invalid_format"
+    assert fake.creations == 0
+
+
+def test_sends_reuse_one_token(client, fake):
+    for _ in range(10):
+        assert client.get("/send").status_code == 200
+    assert fake.creations == 1
+
+
+def test_configured_ttl_is_requested(fake):
+    client = create_app(app_config(fake, M2M_TOKEN_TTL_SECONDS="90")).test_client()
+    client.get("/send")
+    assert fake.create_bodies == [{"token_format": "opaque", "seconds_until_expiration": 90}]
+
+
+def test_issuer_down_is_a_503_naming_the_issuer_with_retry_after(fake):
+    config = app_config(fake, CLERK_API_URL=f"http://127.0.0.1:{free_port()}")
+    answer = create_app(config).test_client().get("/send")
+    assert answer.status_code == 503
+    body = answer.get_json()
+    assert body["error"] == "issuer_unavailable" and body["dependency"] == "issuer"
+    assert int(answer.headers["Retry-After"]) >= 1
+
+
+def test_issuer_retry_after_is_passed_on(client, fake):
+    fake.issuer_script.extend([(429, {"Retry-After": "7"})] * 2)
+    answer = client.get("/send")
+    assert answer.status_code == 503 and answer.headers["Retry-After"] == "7"
+
+
+def test_rejected_machine_key_is_reported_without_the_key(client, fake):
+    fake.issuer_script.append((401, {}))
+    answer = client.get("/send")
+    assert answer.status_code == 502
+    body = answer.get_json()
+    assert body["error"] == "machine_secret_key_rejected" and body["dependency"] == "issuer"
+    assert "CLERK_MACHINE_SECRET_KEY" in body["message"]
+    assert MACHINE_KEY not in answer.get_data(as_text=True)
+
+
+def test_issuer_refusing_the_request_is_a_502_with_its_code(client, fake):
+    fake.issuer_script.append((400, {}))
+    body = client.get("/send").get_json()
+    assert body["error"] == "issuer_rejected_request"
+    assert (body["issuer_status"], body["issuer_code"]) == (400, "code_400")
+
+
+def test_receiver_down_is_a_502_naming_the_receiver(fake):
+    config = app_config(fake, RECEIVER_URL=f"http://127.0.0.1:{free_port()}")
+    answer = create_app(config).test_client().get("/send")
+    assert answer.status_code == 502
+    body = answer.get_json()
+    assert body["error"] == "receiver_unreachable" and body["dependency"] == "receiver"
+
+
+def test_receiver_5xx_is_a_502_naming_the_receiver(client, fake):
+    fake.receiver_script.append((500, {}))
+    body = client.get("/send").get_json()
+    assert (body["error"], body["receiver_status"]) == ("receiver_error", 500)
+    assert len(fake.received) == 1  # a 5xx is not retried: the POST may have had effects
+
+
+def test_revoked_token_recovers_through_the_retry_on_401(client, fake):
+    first = client.get("/send").get_json()["token"]["id"]
+    revoked = next(secret for secret, token_id in fake.minted.items() if token_id == first)
+    fake.rejected.add(revoked)
+    answer = client.get("/send")
+    assert answer.status_code == 200
+    body = answer.get_json()
+    assert body["retried_after_401"] is True and body["token"]["id"] != first
+
+
+def test_receiver_401_after_the_retry_passes_on_its_challenge(client, fake):
+    challenge = 'Bearer realm="receiver", error="invalid_token", error_description="not in scope"'
+    fake.receiver_script.extend([(401, {"WWW-Authenticate": challenge})] * 2)
+    answer = client.get("/send")
+    assert answer.status_code == 502
+    body = answer.get_json()
+    assert body["error"] == "receiver_rejected_token" and body["receiver_status"] == 401
+    assert body["receiver_error"] == "invalid_token"
+    assert body["receiver_error_description"] == "not in scope"
+    assert "not in scope" in body["message"] and body["retried_after_401"] is True
+
+
+def test_receiver_403_is_not_retried_and_is_reported(client, fake):
+    challenge = 'Bearer error="insufficient_scope"'
+    fake.receiver_script.append((403, {"WWW-Authenticate": challenge}))
+    body = client.get("/send").get_json()
+    assert (body["receiver_status"], body["receiver_error"]) == (403, "insufficient_scope")
+    assert len(fake.received) == 1
+
+
+# -- configuration ------------------------------------------------------------------------------
+
+
+VALID_ENV = {
+    "CLERK_API_URL": "http://127.0.0.1:8780",
+    "CLERK_MACHINE_SECRET_KEY": MACHINE_KEY,
+    "RECEIVER_URL": "http://127.0.0.1:8782/",
+}
+
+
+def test_settings_defaults():
+    settings = load_settings(VALID_ENV)
+    assert settings.token_format == "opaque"
+    assert settings.receiver_url == "http://127.0.0.1:8782"
+    assert settings.refresh_margin_seconds < settings.ttl_seconds
+    assert MACHINE_KEY not in repr(settings)
+
+
+def test_clerk_api_url_defaults_to_the_real_clerk():
+    env = {k: v for k, v in VALID_ENV.items() if k != "CLERK_API_URL"}
+    assert load_settings(env).clerk_api_url == "https://api.clerk.com"
+
+
+def test_empty_ttl_means_the_machines_default():
+    assert load_settings({**VALID_ENV, "M2M_TOKEN_TTL_SECONDS": ""}).ttl_seconds is None
+
+
+@pytest.mark.parametrize(
+    ("override", "named"),
+    [
+        ({"CLERK_MACHINE_SECRET_KEY": ""}, "CLERK_MACHINE_SECRET_KEY is not set"),
+        ({"CLERK_MACHINE_SECRET_KEY": "sk_test_abc"}, "starts with ak_"),
+        ({"RECEIVER_URL": ""}, "RECEIVER_URL is not set"),
+        ({"RECEIVER_URL": "127.0.0.1:8782"}, "RECEIVER_URL must be an http"),
+        ({"M2M_TOKEN_FORMAT": "paseto"}, "M2M_TOKEN_FORMAT"),
+        ({"M2M_TOKEN_TTL_SECONDS": "abc"}, "M2M_TOKEN_TTL_SECONDS must be a number"),
+        ({"M2M_TOKEN_TTL_SECONDS": "0"}, "M2M_TOKEN_TTL_SECONDS must be between"),
+        ({"M2M_TOKEN_TTL_SECONDS": "30", "M2M_REFRESH_MARGIN_SECONDS": "30"}, "smaller than"),
+        ({"M2M_REFRESH_MARGIN_SECONDS": "-1"}, "M2M_REFRESH_MARGIN_SECONDS"),
+        ({"M2M_HTTP_TIMEOUT_SECONDS": "0"}, "M2M_HTTP_TIMEOUT_SECONDS"),
+    ],
+)
+def test_bad_settings_fail_fast_naming_the_variable(override, named):
+    with pytest.raises(ConfigError, match=named):
+        load_settings({**VALID_ENV, **override})
+
+
+def test_secret_key_value_never_appears_in_config_errors():
+    with pytest.raises(ConfigError) as caught:
+        load_settings({**VALID_ENV, "CLERK_MACHINE_SECRET_KEY": "sk_live_secretvalue"})
+    assert "secretvalue" not in str(caught.value)
+
+
+def test_create_app_fails_fast_on_bad_settings(fake):
+    with pytest.raises(ConfigError, match="smaller than"):
+        create_app(app_config(fake, M2M_TOKEN_TTL_SECONDS="10", M2M_REFRESH_MARGIN_SECONDS="20"))
+
+
+def test_dotenv_is_read_from_the_app_folder_and_the_environment_wins(fake, tmp_path, monkeypatch):
+    (tmp_path / ".env").write_text(
+        f"CLERK_API_URL={fake.url}\nCLERK_MACHINE_SECRET_KEY={MACHINE_KEY}\n"
+        f"RECEIVER_URL=http://127.0.0.1:1\nM2M_TOKEN_FORMAT=jwt\n"
+    )
+    monkeypatch.setattr(caller_app, "APP_DIR", tmp_path)
+    monkeypatch.delenv("M2M_SKIP_DOTENV")
+    monkeypatch.setenv("RECEIVER_URL", fake.url)
+    settings = create_app().extensions["caller_settings"]
+    assert settings.token_format == "jwt"  # from .env
+    assert settings.receiver_url == fake.url  # the environment wins over .env
+
+
+def test_dotenv_is_skipped_when_m2m_skip_dotenv_is_set(tmp_path, monkeypatch):
+    (tmp_path / ".env").write_text(f"CLERK_MACHINE_SECRET_KEY={MACHINE_KEY}\n")
+    monkeypatch.setattr(caller_app, "APP_DIR", tmp_path)
+    with pytest.raises(ConfigError, match="CLERK_MACHINE_SECRET_KEY is not set"):
+        create_app()
+
+
+def test_env_example_holds_every_documented_setting():
+    settings = load_settings(_read_env_example())
+    assert settings.clerk_api_url == "http://127.0.0.1:8780"
+    assert settings.machine_secret_key.startswith("ak_democaller")
+    assert settings.refresh_margin_seconds < settings.ttl_seconds
+
+
+def _read_env_example() -> dict[str, str]:
+    from dotenv import dotenv_values
+
+    return {k: v or "" for k, v in dotenv_values(caller_app.APP_DIR / ".env.example").items()}
+
+
+# -- WWW-Authenticate ---------------------------------------------------------------------------
+
+
+def test_bearer_challenge_is_parsed():
+    header = 'Bearer realm="r", error="invalid_token", error_description="a \\"quoted\\", b"'
+    assert parse_bearer_challenge(header) == {
+        "realm": "r", "error": "invalid_token", "error_description": 'a "quoted", b',
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("header", ["", "Basic realm=x", "Bearer"])
+def test_missing_or_foreign_challenge_parses_to_nothing(header):
+    assert parse_bearer_challenge(header) == {}

@@ -1,0 +1,430 @@
+"""Unit tests of caller_app/token_client.py against a fake issuer (and receiver) we control.
+
+`FakeServer` is a tiny Flask app served by werkzeug on 127.0.0.1 in a thread: it mints tokens,
+counts creations, and answers scripted statuses, Retry-After headers and delays on demand.
+`tests/test_caller_app.py` reuses it.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import requests
+from flask import Flask, jsonify, request
+from werkzeug.serving import make_server
+
+from caller_app.token_client import (
+    IssuerRequestRejected,
+    IssuerUnavailable,
+    M2MTokenClient,
+    MachineSecretKeyRejected,
+    RetryPolicy,
+)
+from tests.harness import free_port
+
+MACHINE_KEY = "ak_unittestcaller" + "9" * 24
+
+
+class FakeServer:
+    """A fake issuer (`POST /m2m_tokens`) and receiver (`POST /receive`) in one thread-served
+    Flask app. Script answers by appending (status, headers) to `issuer_script` or
+    `receiver_script`; without a script it mints tokens and accepts tokens it minted."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.create_bodies: list[dict] = []
+        self.create_auth: list[str] = []
+        self.issuer_script: deque[tuple[int, dict]] = deque()
+        self.issuer_delay = 0.0
+        self.jwt_gate: threading.Event | None = None  # when set, jwt creations wait on it
+        self.expiration_cap: float | None = None  # issuer shortens lifetimes to this
+        self.minted: dict[str, str] = {}  # secret -> id
+        self.rejected: set[str] = set()  # secrets the receiver answers 401 to
+        self.receiver_script: deque[tuple[int, dict]] = deque()
+        self.received: list[tuple[str, dict | None]] = []
+        self.app = self._build_app()
+        self._server = make_server("127.0.0.1", 0, self.app, threaded=True)
+        self.url = f"http://127.0.0.1:{self._server.server_port}"
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+        )
+
+    @property
+    def creations(self) -> int:
+        return len(self.create_bodies)
+
+    def start(self) -> FakeServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def _build_app(self) -> Flask:
+        app = Flask("fake_issuer")
+
+        @app.post("/m2m_tokens")
+        def create():
+            body = request.get_json()
+            with self.lock:
+                self.create_bodies.append(body)
+                self.create_auth.append(request.headers.get("Authorization", ""))
+                scripted = self.issuer_script.popleft() if self.issuer_script else None
+            if self.issuer_delay:
+                time.sleep(self.issuer_delay)
+            if body.get("token_format") == "jwt" and self.jwt_gate is not None:
+                self.jwt_gate.wait(10)
+            if scripted is not None:
+                status, headers = scripted
+                envelope = {"errors": [{"message": "scripted", "long_message": "scripted "
+                            f"failure {status}", "code": f"code_{status}"}]}  # fmt: skip
+                return jsonify(envelope), status, headers
+            return self._mint(body), 201
+
+        @app.post("/receive")
+        def receive():
+            auth = request.headers.get("Authorization", "")
+            secret = auth.removeprefix("Bearer ")
+            with self.lock:
+                self.received.append((secret, request.get_json(silent=True)))
+                scripted = self.receiver_script.popleft() if self.receiver_script else None
+            if scripted is not None:
+                status, headers = scripted
+                return jsonify(error="scripted"), status, headers
+            if secret not in self.minted or secret in self.rejected:
+                challenge = 'Bearer realm="fake", error="invalid_token", '
+                challenge += 'error_description="The token was revoked"'
+                return jsonify(error="invalid_token"), 401, {"WWW-Authenticate": challenge}
+            return jsonify(messageReceived=(request.get_json(silent=True) or {}).get("message"),
+                           token_id=self.minted[secret])  # fmt: skip
+
+        return app
+
+    def _mint(self, body: dict) -> dict:
+        now_ms = int(time.time() * 1000)
+        ttl = body.get("seconds_until_expiration") or 3600
+        if self.expiration_cap is not None:
+            ttl = min(ttl, self.expiration_cap)
+        token_id = "mt_" + secrets.token_hex(16)
+        secret = ("mt_" if body.get("token_format", "opaque") == "opaque" else "ey.") + (
+            secrets.token_hex(24)
+        )
+        with self.lock:
+            self.minted[secret] = token_id
+        return {
+            "object": "machine_to_machine_token", "id": token_id, "subject": "mch_fake",
+            "claims": None, "scopes": [], "revoked": False, "revocation_reason": None,
+            "expired": False, "expiration": now_ms + int(ttl * 1000), "last_used_at": None,
+            "created_at": now_ms, "updated_at": now_ms, "token": secret,
+        }  # fmt: skip
+
+
+class FakeClock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def fake():
+    server = FakeServer().start()
+    yield server
+    server.stop()
+
+
+def make_client(fake: FakeServer, **kwargs) -> M2MTokenClient:
+    """A client for the fake issuer whose sleeps are recorded, not slept."""
+    sleeps: list[float] = []
+    kwargs.setdefault("sleep", sleeps.append)
+    kwargs.setdefault("timeout", 2.0)
+    client = M2MTokenClient(fake.url, MACHINE_KEY, **kwargs)
+    client.sleeps = sleeps  # type: ignore[attr-defined]
+    return client
+
+
+# -- creating and reusing -----------------------------------------------------------------------
+
+
+def test_creates_token_with_machine_key_format_and_ttl(fake):
+    client = make_client(fake, token_format="jwt", ttl_seconds=120)
+    token = client.get_token()
+    assert fake.create_auth == [f"Bearer {MACHINE_KEY}"]
+    assert fake.create_bodies == [{"token_format": "jwt", "seconds_until_expiration": 120}]
+    assert token.format == "jwt"
+    assert fake.minted[token.token] == token.id
+
+
+def test_without_ttl_the_machine_default_is_used(fake):
+    make_client(fake, ttl_seconds=None).get_token()
+    assert fake.create_bodies == [{"token_format": "opaque"}]
+
+
+def test_fifty_calls_reuse_one_token(fake):
+    client = make_client(fake, ttl_seconds=300)
+    tokens = {client.get_token().id for _ in range(50)}
+    assert len(tokens) == 1
+    assert fake.creations == 1
+    assert client.created_count == 1
+
+
+def test_token_is_refreshed_at_expiration_minus_margin(fake):
+    clock = FakeClock()
+    client = make_client(fake, ttl_seconds=60, refresh_margin_seconds=10, monotonic=clock)
+    first = client.get_token()
+    clock.now += 49.5  # 0.5 s before expiration - margin: still reused
+    assert client.get_token().id == first.id
+    clock.now += 1.0
+    second = client.get_token()
+    assert second.id != first.id
+    assert fake.creations == 2
+
+
+def test_lifetime_comes_from_the_issuers_expiration_not_the_requested_ttl(fake):
+    fake.expiration_cap = 20  # the issuer grants 20 s although 600 s were asked for
+    clock = FakeClock()
+    client = make_client(fake, ttl_seconds=600, refresh_margin_seconds=5, monotonic=clock)
+    first = client.get_token()
+    clock.now += 14
+    assert client.get_token().id == first.id
+    clock.now += 2  # 16 s > 20 - 5
+    assert client.get_token().id != first.id
+
+
+def test_clock_skew_only_makes_the_client_refresh_earlier(fake):
+    """Our wall clock 100 s behind the issuer would add 100 s of life; created_at caps it."""
+    clock = FakeClock()
+    client = make_client(
+        fake, ttl_seconds=60, refresh_margin_seconds=10, monotonic=clock,
+        wall_clock=lambda: time.time() - 100,
+    )  # fmt: skip
+    first = client.get_token()
+    clock.now += 51
+    assert client.get_token().id != first.id
+
+
+def test_token_living_less_than_the_margin_is_used_once_not_cached(fake):
+    fake.expiration_cap = 5
+    client = make_client(fake, ttl_seconds=60, refresh_margin_seconds=10)
+    assert client.get_token().id != client.get_token().id
+    assert fake.creations == 2
+
+
+def test_formats_are_cached_separately(fake):
+    client = make_client(fake)
+    opaque, jwt = client.get_token("opaque"), client.get_token("jwt")
+    assert (opaque.format, jwt.format) == ("opaque", "jwt")
+    assert client.get_token("opaque").id == opaque.id
+    assert client.get_token("jwt").id == jwt.id
+    assert fake.creations == 2
+
+
+def test_slow_creation_of_one_format_does_not_block_the_other(fake):
+    fake.jwt_gate = threading.Event()
+    client = make_client(fake)
+    with ThreadPoolExecutor(1) as pool:
+        pending_jwt = pool.submit(client.get_token, "jwt")
+        assert _wait_until(lambda: fake.creations == 1)  # jwt creation is in flight, blocked
+        opaque = client.get_token("opaque")  # would hang if the lock were held over HTTP
+        assert not pending_jwt.done()
+        fake.jwt_gate.set()
+        assert pending_jwt.result(5).format == "jwt"
+    assert opaque.format == "opaque"
+
+
+# -- single flight ------------------------------------------------------------------------------
+
+
+def test_concurrent_requests_on_a_cold_cache_make_exactly_one_creation(fake):
+    fake.issuer_delay = 0.2
+    client = make_client(fake)
+    with ThreadPoolExecutor(20) as pool:
+        ids = set(pool.map(lambda _: client.get_token().id, range(20)))
+    assert len(ids) == 1
+    assert fake.creations == 1
+
+
+def test_concurrent_requests_on_a_stale_cache_make_exactly_one_creation(fake):
+    clock = FakeClock()
+    client = make_client(fake, ttl_seconds=60, refresh_margin_seconds=10, monotonic=clock)
+    stale = client.get_token()
+    clock.now += 55
+    fake.issuer_delay = 0.2
+    with ThreadPoolExecutor(20) as pool:
+        ids = set(pool.map(lambda _: client.get_token().id, range(20)))
+    assert len(ids) == 1 and stale.id not in ids
+    assert fake.creations == 2
+
+
+def test_waiters_share_the_leaders_failure_instead_of_retrying_each(fake):
+    fake.issuer_delay = 0.3
+    fake.issuer_script.extend([(503, {})] * 3)
+    client = make_client(fake, retry=RetryPolicy(max_attempts=3))
+
+    def attempt(_):
+        try:
+            client.get_token()
+        except IssuerUnavailable:
+            return "unavailable"
+        return "ok"
+
+    with ThreadPoolExecutor(10) as pool:
+        outcomes = list(pool.map(attempt, range(10)))
+    # One flight made the 3 attempts (0.9 s) and all ten threads shared its outcome,
+    # instead of ten flights of three attempts each.
+    assert outcomes == ["unavailable"] * 10
+    assert fake.creations == 3
+
+
+# -- retries ------------------------------------------------------------------------------------
+
+
+def test_429_is_retried_after_the_issuers_retry_after(fake):
+    fake.issuer_script.append((429, {"Retry-After": "2"}))
+    client = make_client(fake)
+    client.get_token()
+    assert client.sleeps == [2.0]
+    assert fake.creations == 2
+
+
+def test_retry_after_is_capped(fake):
+    fake.issuer_script.append((429, {"Retry-After": "120"}))
+    client = make_client(fake, retry=RetryPolicy(retry_after_cap=3.0))
+    client.get_token()
+    assert client.sleeps == [3.0]
+
+
+def test_5xx_is_retried_with_jittered_exponential_backoff(fake):
+    fake.issuer_script.extend([(503, {}), (500, {}), (502, {})])
+    policy = RetryPolicy(max_attempts=4, backoff_base=0.2, backoff_cap=0.5)
+    client = make_client(fake, retry=policy)
+    client.get_token()
+    assert fake.creations == 4
+    assert len(client.sleeps) == 3
+    for attempt, delay in enumerate(client.sleeps):
+        assert 0 <= delay <= min(0.5, 0.2 * 2**attempt)
+
+
+def test_gives_up_after_max_attempts_with_issuer_unavailable(fake):
+    fake.issuer_script.extend([(503, {"Retry-After": "1"})] * 10)
+    client = make_client(fake, retry=RetryPolicy(max_attempts=3))
+    with pytest.raises(IssuerUnavailable, match="503") as caught:
+        client.get_token()
+    assert fake.creations == 3
+    assert caught.value.retry_after == 1.0
+
+
+def test_stops_retrying_when_the_time_budget_would_be_exceeded(fake):
+    fake.issuer_script.extend([(429, {"Retry-After": "5"})] * 5)
+    client = make_client(fake, retry=RetryPolicy(max_total_seconds=3, retry_after_cap=10))
+    with pytest.raises(IssuerUnavailable) as caught:
+        client.get_token()
+    assert fake.creations == 1 and client.sleeps == []
+    assert caught.value.retry_after == 5.0
+
+
+@pytest.mark.parametrize("status", [400, 403, 404, 422])
+def test_other_4xx_are_never_retried(fake, status):
+    fake.issuer_script.append((status, {}))
+    client = make_client(fake)
+    with pytest.raises(IssuerRequestRejected) as caught:
+        client.get_token()
+    assert fake.creations == 1
+    assert caught.value.status == status and caught.value.code == f"code_{status}"
+
+
+def test_rejected_machine_key_names_the_setting_but_never_the_key(fake):
+    fake.issuer_script.append((401, {}))
+    client = make_client(fake)
+    with pytest.raises(MachineSecretKeyRejected) as caught:
+        client.get_token()
+    assert fake.creations == 1
+    assert "CLERK_MACHINE_SECRET_KEY" in str(caught.value)
+    assert MACHINE_KEY not in str(caught.value) and MACHINE_KEY not in repr(client)
+
+
+def test_unreachable_issuer_is_retried_then_reported():
+    client = M2MTokenClient(f"http://127.0.0.1:{free_port()}", MACHINE_KEY, timeout=1,
+                            retry=RetryPolicy(max_attempts=3), sleep=lambda _: None)  # fmt: skip
+    with pytest.raises(IssuerUnavailable, match="unreachable"):
+        client.get_token()
+
+
+def test_issuer_timeout_is_bounded_and_reported(fake):
+    fake.issuer_delay = 1.0
+    client = make_client(fake, timeout=0.2, retry=RetryPolicy(max_attempts=2))
+    with pytest.raises(IssuerUnavailable, match="unreachable"):
+        client.get_token()
+    assert len(client.sleeps) == 1
+
+
+def test_margin_not_smaller_than_ttl_fails_fast():
+    with pytest.raises(ValueError, match="refresh margin"):
+        M2MTokenClient("http://127.0.0.1:1", MACHINE_KEY, ttl_seconds=30, refresh_margin_seconds=30)
+
+
+# -- presenting the token and the retry on 401 --------------------------------------------------
+
+
+def test_request_sends_the_bearer_token(fake):
+    client = make_client(fake)
+    result = client.request("POST", f"{fake.url}/receive", json={"message": "hi"})
+    assert result.response.status_code == 200
+    assert fake.received == [(result.token.token, {"message": "hi"})]
+    assert not result.retried_after_401
+
+
+def test_401_drops_the_token_and_retries_once_with_a_fresh_one(fake):
+    client = make_client(fake)
+    revoked = client.get_token()
+    fake.rejected.add(revoked.token)
+    result = client.request("POST", f"{fake.url}/receive", json={"message": "hi"})
+    assert result.response.status_code == 200 and result.retried_after_401
+    assert result.token.id != revoked.id
+    assert [secret for secret, _ in fake.received] == [revoked.token, result.token.token]
+    assert client.get_token().id == result.token.id  # the fresh token is cached
+
+
+def test_second_401_is_returned_without_a_third_attempt(fake):
+    fake.receiver_script.extend([(401, {}), (401, {})])
+    client = make_client(fake)
+    result = client.request("POST", f"{fake.url}/receive", json={"message": "hi"})
+    assert result.response.status_code == 401 and result.retried_after_401
+    assert len(fake.received) == 2 and fake.creations == 2
+
+
+def test_concurrent_401s_for_the_same_token_cause_one_new_creation(fake):
+    client = make_client(fake)
+    revoked = client.get_token()
+    fake.rejected.add(revoked.token)
+    fake.issuer_delay = 0.1
+    with ThreadPoolExecutor(10) as pool:
+        results = list(
+            pool.map(lambda _: client.request("POST", f"{fake.url}/receive", json={}), range(10))
+        )
+    assert all(r.response.status_code == 200 for r in results)
+    assert fake.creations == 2
+
+
+def test_receiver_network_errors_propagate_as_requests_exceptions(fake):
+    client = make_client(fake)
+    with pytest.raises(requests.ConnectionError):
+        client.request("POST", f"http://127.0.0.1:{free_port()}/receive", json={})
+
+
+def _wait_until(predicate, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return False

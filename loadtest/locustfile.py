@@ -88,7 +88,7 @@ def add_options(parser) -> None:
         help="Gate overrides: 'PATTERN=MS;PATTERN=MS', e.g. '/send (*=1500'",
     )  # fmt: skip
     parser.add_argument(
-        "--expired-grace-s", type=float, env_var="LOADTEST_EXPIRED_GRACE_S", default=2.0,
+        "--expired-grace-s", type=float, env_var="LOADTEST_EXPIRED_GRACE_S", default=6.0,
         help="Wait this long past a 1 s token's expiry (the receiver's clock leeway) before "
         "presenting it as an expired token",
     )  # fmt: skip

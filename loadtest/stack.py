@@ -33,6 +33,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 LOADTEST_DIR = REPO_ROOT / "loadtest"
 # App configuration a developer may have exported: never inherited by the stack's servers.
 _APP_ENV_PREFIXES = ("CLERK_", "MOCK_ISSUER_", "M2M_", "RECEIVER_", "CALLER_", "LOADTEST_")
+RECEIVER_LEEWAY_S = 1
 
 
 @dataclass(frozen=True)
@@ -110,10 +111,16 @@ class Server:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def control_socket(self) -> Path:
+        """Gunicorn's control socket in the run's own folder, not the shared ~/.gunicorn."""
+        return self.log_path.with_suffix(".ctl")
+
     def start(self) -> None:
         args = [sys.executable, "-m", "gunicorn", "--workers", str(self.workers),
                 "--threads", str(self.threads), "--bind", f"127.0.0.1:{self.port}",
-                "--graceful-timeout", "5", f"{self.app}:create_app()"]  # fmt: skip
+                "--graceful-timeout", "5", "--control-socket", str(self.control_socket),
+                f"{self.app}:create_app()"]  # fmt: skip
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 args, env={**clean_env(), **self.env}, cwd=REPO_ROOT, stdout=log,
@@ -177,7 +184,7 @@ class Stack:
         self.servers["receiver"] = self.receiver_server(self.receiver_env)
         receiver_url = self.servers["receiver"].url
         self.servers["caller"] = self._server("caller_app", free_port(), {
-            "CLERK_API_URL": f"{issuer_url}/v1",
+            "CLERK_API_URL": issuer_url,
             "CLERK_MACHINE_SECRET_KEY": self.seed.caller.secret_key,
             "RECEIVER_URL": receiver_url,
         })  # fmt: skip
@@ -192,8 +199,9 @@ class Stack:
         env = {
             "CLERK_API_URL": issuer_url,
             "CLERK_MACHINE_SECRET_KEY": self.seed.receiver.secret_key,
-            "RECEIVER_MACHINE_ID": self.seed.receiver.id,
-            "RECEIVER_JWT_ISSUER": issuer_url,
+            "CLERK_MACHINE_ID": self.seed.receiver.id,
+            # 1 s of clock leeway (default 5) so expired-token traffic starts soon in short runs.
+            "M2M_JWT_LEEWAY_SECONDS": str(RECEIVER_LEEWAY_S),
             **extra_env,
         }
         return self._server("receiver_app", free_port(), env)
@@ -228,6 +236,7 @@ class Stack:
             "LOADTEST_CALLER_SECRET_KEY": self.seed.caller.secret_key,
             "LOADTEST_OUTSIDER_SECRET_KEY": self.seed.outsider.secret_key,
             "CLERK_SECRET_KEY": self.seed.instance_secret_key,
+            "LOADTEST_EXPIRED_GRACE_S": str(RECEIVER_LEEWAY_S + 1),
         }
 
 

@@ -77,9 +77,11 @@ def _receiver_answer(result, url: str):
             token=used, retried_after_401=result.retried_after_401,
         )  # fmt: skip
     if response.status_code >= 500:
+        said = _error_description(response)
         return _error(502, "receiver_error", f"the receiver at {url} answered "
-                      f"{response.status_code}", dependency="receiver",
-                      receiver_status=response.status_code)  # fmt: skip
+                      f"{response.status_code}" + (f": {said}" if said else ""),
+                      dependency="receiver", receiver_status=response.status_code,
+                      receiver_error_description=said)  # fmt: skip
     try:
         body = response.json()
     except ValueError:
@@ -89,6 +91,18 @@ def _receiver_answer(result, url: str):
                       f"{response.status_code} without the expected JSON", dependency="receiver",
                       receiver_status=response.status_code)  # fmt: skip
     return jsonify(receiver=body, token=used, retried_after_401=result.retried_after_401)
+
+
+def _error_description(response) -> str | None:
+    """The `error_description` (or `error`) of a JSON error body, if the receiver sent one."""
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    if not isinstance(body, dict):
+        return None
+    said = body.get("error_description") or body.get("error")
+    return str(said)[:200] if said else None
 
 
 def _error(status: int, code: str, message: str, *, dependency: str | None, **extra):

@@ -1,4 +1,4 @@
-"""Shared fixtures: the test seed (fixed machines and keys) and real app processes via the harness."""
+"""Shared fixtures: the test seed (fixed machines and keys) and real app processes (harness)."""
 
 from __future__ import annotations
 
@@ -22,8 +22,12 @@ class SeedMachine:
 
 
 CALLER = SeedMachine("mch_testcaller00000000000000000", "test-caller", "ak_testcaller" + "1" * 32)
-RECEIVER = SeedMachine("mch_testreceiver000000000000000", "test-receiver", "ak_testreceiver" + "2" * 30)
-OUTSIDER = SeedMachine("mch_testoutsider000000000000000", "test-outsider", "ak_testoutsider" + "3" * 30)
+RECEIVER = SeedMachine(
+    "mch_testreceiver000000000000000", "test-receiver", "ak_testreceiver" + "2" * 30
+)
+OUTSIDER = SeedMachine(
+    "mch_testoutsider000000000000000", "test-outsider", "ak_testoutsider" + "3" * 30
+)
 
 
 def test_seed() -> dict:
@@ -94,9 +98,7 @@ def issuer(xprocess, tmp_path_factory) -> Iterator[RunningApp]:
     from tests.harness import free_port
 
     port = free_port()
-    env = issuer_env(
-        tmp_path_factory.mktemp("issuer"), MOCK_ISSUER_URL=f"http://127.0.0.1:{port}"
-    )
+    env = issuer_env(tmp_path_factory.mktemp("issuer"), MOCK_ISSUER_URL=f"http://127.0.0.1:{port}")
     running = start_app(xprocess, "mock_issuer", env, port=port)
     yield running
     running.stop()

@@ -7,6 +7,7 @@ Logs go to `.pytest_cache/d/.xprocess/<name>/xprocess.log`; `RunningApp.log_text
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import sys
@@ -44,7 +45,7 @@ def base_env() -> dict[str, str]:
 
 
 def server_args(app: str, port: int, server: str, workers: int) -> list[str]:
-    """The command line that serves `app` on 127.0.0.1:port with the Flask dev server or gunicorn."""
+    """The command line serving `app` on 127.0.0.1:port with the Flask dev server or gunicorn."""
     if server == "flask":
         return [sys.executable, "-m", "flask", "--app", app, "run", "--host", "127.0.0.1",
                 "--port", str(port), "--no-reload"]  # fmt: skip
@@ -128,10 +129,8 @@ class RunningApp:
         except psutil.NoSuchProcess:
             return
         for p in procs:
-            try:
+            with contextlib.suppress(psutil.NoSuchProcess):
                 p.kill()
-            except psutil.NoSuchProcess:
-                pass
         psutil.wait_procs(procs, timeout=10)
 
     def restart(self) -> RunningApp:

@@ -136,6 +136,13 @@ def test_receiver_5xx_is_a_502_naming_the_receiver(client, fake):
     assert len(fake.received) == 1  # a 5xx is not retried: the POST may have had effects
 
 
+def test_receiver_5xx_description_is_passed_on(client, fake):
+    fake.receiver_script.append((503, {}))
+    body = client.get("/send").get_json()
+    assert body["receiver_status"] == 503 and body["receiver_error_description"] == "scripted"
+    assert body["message"].endswith(": scripted")
+
+
 def test_revoked_token_recovers_through_the_retry_on_401(client, fake):
     first = client.get("/send").get_json()["token"]["id"]
     revoked = next(secret for secret, token_id in fake.minted.items() if token_id == first)

@@ -1,0 +1,33 @@
+"""Configuration from the environment and `mock_issuer/.env` (python-dotenv)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from dotenv import load_dotenv
+
+APP_DIR = Path(__file__).resolve().parent
+
+DEFAULT_URL = "http://127.0.0.1:8780"
+MAX_BODY_BYTES = 64 * 1024
+
+
+def load_env() -> None:
+    """Load `mock_issuer/.env` without overriding real environment variables, unless
+    `M2M_SKIP_DOTENV=1` (the test harness sets it so a developer's .env never leaks in)."""
+    if os.environ.get("M2M_SKIP_DOTENV") != "1":
+        load_dotenv(APP_DIR / ".env", override=False)
+
+
+def from_env(instance_path: str) -> dict[str, Any]:
+    """The app's settings, named as in the environment."""
+    return {
+        "CLERK_SECRET_KEY": os.environ.get("CLERK_SECRET_KEY", ""),
+        "MOCK_ISSUER_URL": os.environ.get("MOCK_ISSUER_URL", DEFAULT_URL).rstrip("/"),
+        "MOCK_ISSUER_DB": os.environ.get("MOCK_ISSUER_DB")
+        or str(Path(instance_path) / "mock_issuer.db"),
+        "MOCK_ISSUER_SEED": os.environ.get("MOCK_ISSUER_SEED", ""),
+        "MAX_CONTENT_LENGTH": MAX_BODY_BYTES,
+    }

@@ -1,0 +1,166 @@
+"""SQLite storage: one connection per thread and process, WAL mode, schema, write transactions.
+
+Every gunicorn worker opens its own connections to the same file. Writes run inside
+`BEGIN IMMEDIATE` so concurrent writers queue on SQLite's lock (bounded by busy_timeout)
+instead of failing half-way; reads run in autocommit mode and see the last committed state.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+BUSY_TIMEOUT_MS = 10_000
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS machines (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    default_token_ttl INTEGER NOT NULL,
+    secret_key TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS machines_created_at ON machines (created_at);
+-- Every key that authenticates a machine, hashed: the current one (expires_at NULL) and
+-- earlier ones kept alive by previous_token_ttl after a rotation.
+CREATE TABLE IF NOT EXISTS machine_keys (
+    key_hash BLOB PRIMARY KEY,
+    machine_id TEXT NOT NULL REFERENCES machines (id) ON DELETE CASCADE,
+    expires_at INTEGER
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS machine_keys_machine ON machine_keys (machine_id);
+CREATE TABLE IF NOT EXISTS scopes (
+    from_machine_id TEXT NOT NULL REFERENCES machines (id) ON DELETE CASCADE,
+    to_machine_id TEXT NOT NULL REFERENCES machines (id) ON DELETE CASCADE,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (from_machine_id, to_machine_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS scopes_to ON scopes (to_machine_id);
+-- Opaque tokens: only the SHA-256 of the token string is stored for lookup. `wrapped` is the
+-- token encrypted under a key derived from the minting machine's secret key, so a later
+-- create with min_remaining_ttl_seconds can hand the same token back to that machine.
+CREATE TABLE IF NOT EXISTS m2m_tokens (
+    id TEXT PRIMARY KEY,
+    token_hash BLOB NOT NULL UNIQUE,
+    subject TEXT NOT NULL REFERENCES machines (id) ON DELETE CASCADE,
+    claims TEXT NOT NULL,
+    scopes TEXT NOT NULL,
+    revoked INTEGER NOT NULL DEFAULT 0,
+    revocation_reason TEXT,
+    expiration INTEGER NOT NULL,
+    last_used_at INTEGER,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    wrapped BLOB
+);
+CREATE INDEX IF NOT EXISTS m2m_tokens_subject ON m2m_tokens (subject, created_at);
+-- JWT-format tokens are not stored as tokens; this bookkeeping row says which key signed
+-- which token id until when (signing-key retention, and a clear 400 on revoke).
+CREATE TABLE IF NOT EXISTS jwt_issued (
+    id TEXT PRIMARY KEY,
+    subject TEXT NOT NULL,
+    kid TEXT NOT NULL,
+    expiration INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jwt_issued_kid ON jwt_issued (kid, expiration);
+CREATE TABLE IF NOT EXISTS signing_keys (
+    kid TEXT PRIMARY KEY,
+    private_pem TEXT NOT NULL,
+    public_jwk TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    retired_at INTEGER
+);
+CREATE UNIQUE INDEX IF NOT EXISTS signing_keys_one_active
+    ON signing_keys ((retired_at IS NULL)) WHERE retired_at IS NULL;
+CREATE TABLE IF NOT EXISTS usage_events (
+    id INTEGER PRIMARY KEY,
+    ts INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    format TEXT NOT NULL,
+    machine_id TEXT,
+    outcome TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS usage_events_ts ON usage_events (ts);
+"""
+
+_local = threading.local()
+
+
+def now_ms() -> int:
+    """Unix time in milliseconds, the unit of every timestamp on Clerk's wire."""
+    return time.time_ns() // 1_000_000
+
+
+def _open(path: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
+    conn.row_factory = sqlite3.Row
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    conn.execute("PRAGMA foreign_keys = ON")
+    conn.execute("PRAGMA synchronous = NORMAL")
+    return conn
+
+
+def connect(path: str) -> sqlite3.Connection:
+    """This thread's connection to `path`, opened once per thread and process (never shared
+    across a fork)."""
+    conns: dict | None = getattr(_local, "conns", None)
+    if conns is None or getattr(_local, "pid", None) != os.getpid():
+        conns = _local.conns = {}
+        _local.pid = os.getpid()
+    conn = conns.get(path)
+    if conn is None:
+        conn = conns[path] = _open(path)
+    return conn
+
+
+def close_thread_connections() -> None:
+    """Close this thread's connections (tests that create many apps call it)."""
+    for conn in getattr(_local, "conns", {}).values():
+        conn.close()
+    _local.conns = {}
+
+
+@contextmanager
+def write(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """A write transaction: BEGIN IMMEDIATE takes the write lock up front, so a read-then-write
+    sequence inside cannot be interleaved with another worker's write."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def init_db(path: str) -> None:
+    """Create the database file, switch it to WAL and create the schema; safe to run from
+    several processes at once."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    conn = connect(path)
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            break
+        except sqlite3.OperationalError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+    # executescript commits any open transaction first, so the script carries its own BEGIN.
+    try:
+        conn.executescript("BEGIN IMMEDIATE;" + SCHEMA + "COMMIT;")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise

@@ -1,0 +1,98 @@
+"""Strict parsing of JSON bodies and query parameters into Clerk errors that name the field.
+
+Numbers may arrive as floats (`10.0`): the Python SDK sends them that way.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from flask import request
+
+from .errors import body_invalid, invalid_param, missing_param
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def json_body(allowed: set[str], *, required: bool = True) -> dict[str, Any]:
+    """The request's JSON object; unknown fields, non-objects and malformed JSON are 400s.
+    An empty body counts as `{}` when the route has no required body."""
+    raw = request.get_data(cache=True)
+    if not raw.strip():
+        if required:
+            raise body_invalid("a JSON object is required")
+        return {}
+    try:
+        data = json.loads(raw, parse_constant=_reject_constant)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise body_invalid("malformed JSON") from exc
+    if not isinstance(data, dict):
+        raise body_invalid("the body must be a JSON object")
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise body_invalid(f"unknown field {unknown[0]!r}", param=unknown[0])
+    return data
+
+
+def as_int(name: str, value: Any, lo: int, hi: int) -> int:
+    """An integer in [lo, hi]; integral floats such as 10.0 are accepted, booleans are not."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise invalid_param(name, "must be an integer")
+    if isinstance(value, float):
+        if not math.isfinite(value) or not value.is_integer():
+            raise invalid_param(name, "must be an integer")
+        value = int(value)
+    if not lo <= value <= hi:
+        raise invalid_param(name, f"must be between {lo} and {hi}")
+    return value
+
+
+def as_positive_number(name: str, value: Any, hi: float) -> float:
+    """A finite number in (0, hi]."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise invalid_param(name, "must be a number")
+    if not math.isfinite(value) or value <= 0 or value > hi:
+        raise invalid_param(name, f"must be greater than 0 and at most {hi:g}")
+    return float(value)
+
+
+def as_str(name: str, value: Any, *, max_len: int = 256, min_len: int = 1) -> str:
+    if not isinstance(value, str):
+        raise invalid_param(name, "must be a string")
+    if not min_len <= len(value) <= max_len:
+        raise invalid_param(name, f"must be {min_len} to {max_len} characters long")
+    return value
+
+
+def require(data: dict[str, Any], name: str) -> Any:
+    if name not in data or data[name] is None:
+        raise missing_param(name)
+    return data[name]
+
+
+def query_int(name: str, default: int, lo: int, hi: int) -> int:
+    """An integer query parameter; `10.0` is accepted (the Python SDK sends floats)."""
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise invalid_param(name, "must be a number") from exc
+    return as_int(name, value, lo, hi)
+
+
+def query_bool(name: str, default: bool) -> bool:
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return default
+    lowered = raw.lower()
+    if lowered in ("true", "1"):
+        return True
+    if lowered in ("false", "0"):
+        return False
+    raise invalid_param(name, "must be true or false")

@@ -1,0 +1,118 @@
+"""Seeding: machines with fixed ids or names, keys and scopes from a JSON file, applied at
+start in one write transaction. Idempotent: machines that already exist (by id, or by name
+when the seed gives no id) are left as they are, so keys rotated since are not reset.
+
+Format: {"machines": [{"id"?, "name", "secret_key"?, "default_token_ttl"?,
+"scoped_machines"?: [ids or names of machines]}]}
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from . import db, ids, machines
+from .config import APP_DIR
+
+
+class SeedError(ValueError):
+    """The seed file is missing or does not match the format."""
+
+
+def resolve_path(path: str) -> Path:
+    """A seed path as given, else relative to the repository root (`mock_issuer/..`)."""
+    candidate = Path(path)
+    if candidate.is_absolute() or candidate.exists():
+        return candidate
+    return APP_DIR.parent / candidate
+
+
+def load_seed(path: str) -> list[dict[str, Any]]:
+    """The machines declared in a seed file, checked."""
+    file = resolve_path(path)
+    try:
+        data = json.loads(file.read_text())
+    except (OSError, ValueError) as exc:
+        raise SeedError(f"cannot read seed file {file}: {exc}") from exc
+    entries = data.get("machines") if isinstance(data, dict) else None
+    if not isinstance(entries, list):
+        raise SeedError(f"{file}: expected an object with a 'machines' list")
+    for entry in entries:
+        _check_entry(file, entry)
+    return entries
+
+
+def _check_entry(file: Path, entry: Any) -> None:
+    if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+        raise SeedError(f"{file}: every machine needs a 'name' string")
+    if "id" in entry and not ids.is_machine_id(entry["id"]):
+        raise SeedError(f"{file}: machine id {entry['id']!r} is not mch_ + 27 characters")
+    key = entry.get("secret_key")
+    if key is not None and (not isinstance(key, str) or not key.startswith("ak_")):
+        raise SeedError(f"{file}: secret_key of {entry['name']!r} must start with ak_")
+    ttl = entry.get("default_token_ttl", machines.DEFAULT_TOKEN_TTL)
+    if isinstance(ttl, bool) or not isinstance(ttl, int) or not 1 <= ttl <= machines.MAX_TOKEN_TTL:
+        raise SeedError(f"{file}: default_token_ttl of {entry['name']!r} is out of range")
+    scoped = entry.get("scoped_machines", [])
+    if not isinstance(scoped, list) or not all(isinstance(s, str) for s in scoped):
+        raise SeedError(f"{file}: scoped_machines of {entry['name']!r} must be a list of ids")
+
+
+def apply_seed(conn: sqlite3.Connection, entries: list[dict[str, Any]]) -> list[str]:
+    """Create the seed's missing machines and their scopes; returns the ids created."""
+    created: list[str] = []
+    now = db.now_ms()
+    with db.write(conn):
+        resolved: dict[str, str] = {}
+        for entry in entries:
+            existing = _find(conn, entry)
+            if existing is None:
+                machine_id = entry.get("id") or ids.new_machine_id()
+                key = entry.get("secret_key") or ids.new_machine_secret_key()
+                conn.execute(
+                    "INSERT INTO machines (id, name, default_token_ttl, secret_key,"
+                    " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)",
+                    (machine_id, entry["name"],
+                     entry.get("default_token_ttl", machines.DEFAULT_TOKEN_TTL), key, now, now),
+                )  # fmt: skip
+                try:
+                    conn.execute(
+                        "INSERT INTO machine_keys (key_hash, machine_id, expires_at)"
+                        " VALUES (?, ?, NULL)",
+                        (ids.secret_hash(key), machine_id),
+                    )
+                except sqlite3.IntegrityError as exc:
+                    raise SeedError(
+                        f"the secret key of {entry['name']!r} is already in use"
+                    ) from exc
+                created.append(machine_id)
+                existing = machine_id
+            resolved[entry["name"]] = existing
+            resolved[existing] = existing
+        for entry in entries:
+            from_id = resolved[entry["name"]]
+            if from_id not in created:
+                continue
+            for target in entry.get("scoped_machines", []):
+                to_id = resolved.get(target) or (target if machines.machine_exists(conn, target)
+                                                 else None)  # fmt: skip
+                if to_id is None:
+                    raise SeedError(f"seed machine {entry['name']!r} scopes unknown {target!r}")
+                conn.execute(
+                    "INSERT OR IGNORE INTO scopes (from_machine_id, to_machine_id, created_at)"
+                    " VALUES (?, ?, ?)",
+                    (from_id, to_id, now),
+                )
+    return created
+
+
+def _find(conn: sqlite3.Connection, entry: dict[str, Any]) -> str | None:
+    if entry.get("id"):
+        row = conn.execute("SELECT id FROM machines WHERE id = ?", (entry["id"],)).fetchone()
+    else:
+        row = conn.execute(
+            "SELECT id FROM machines WHERE name = ? ORDER BY created_at LIMIT 1", (entry["name"],)
+        ).fetchone()
+    return row[0] if row else None

@@ -105,6 +105,7 @@ class Server:
     log_path: Path
     workers: int = 2
     threads: int = 1
+    target: str = ""  # gunicorn's "module:factory()"; default "<app>:create_app()"
     process: subprocess.Popen | None = None
 
     @property
@@ -120,7 +121,7 @@ class Server:
         args = [sys.executable, "-m", "gunicorn", "--workers", str(self.workers),
                 "--threads", str(self.threads), "--bind", f"127.0.0.1:{self.port}",
                 "--graceful-timeout", "5", "--control-socket", str(self.control_socket),
-                f"{self.app}:create_app()"]  # fmt: skip
+                self.target or f"{self.app}:create_app()"]  # fmt: skip
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 args, env={**clean_env(), **self.env}, cwd=REPO_ROOT, stdout=log,
@@ -166,6 +167,7 @@ class Stack:
     workers: int = 2
     threads: int = 1
     receiver_env: dict[str, str] = field(default_factory=dict)
+    receiver_target: str = ""
     seed: Seed = field(default_factory=Seed.random)
     servers: dict[str, Server] = field(default_factory=dict)
 
@@ -181,7 +183,7 @@ class Stack:
             "MOCK_ISSUER_DB": str(self.workdir / "issuer.db"),
             "MOCK_ISSUER_SEED": str(seed_path),
         })  # fmt: skip
-        self.servers["receiver"] = self.receiver_server(self.receiver_env)
+        self.servers["receiver"] = self.receiver_server(self.receiver_env, self.receiver_target)
         receiver_url = self.servers["receiver"].url
         self.servers["caller"] = self._server("caller_app", free_port(), {
             "CLERK_API_URL": issuer_url,
@@ -189,12 +191,13 @@ class Stack:
             "RECEIVER_URL": receiver_url,
         })  # fmt: skip
 
-    def _server(self, app: str, port: int, env: dict[str, str]) -> Server:
+    def _server(self, app: str, port: int, env: dict[str, str], target: str = "") -> Server:
         return Server(app, port, env, self.workdir / f"{app}-{port}.log",
-                      workers=self.workers, threads=self.threads)  # fmt: skip
+                      workers=self.workers, threads=self.threads, target=target)  # fmt: skip
 
-    def receiver_server(self, extra_env: dict[str, str]) -> Server:
-        """A receiver wired to this stack's issuer; `extra_env` tunes it (e.g. its cache)."""
+    def receiver_server(self, extra_env: dict[str, str], target: str = "") -> Server:
+        """A receiver wired to this stack's issuer; `extra_env` tunes it (e.g. its cache) and
+        `target` may serve it through another factory (the benchmark's)."""
         issuer_url = self.servers["issuer"].url
         env = {
             "CLERK_API_URL": issuer_url,
@@ -204,7 +207,7 @@ class Stack:
             "M2M_JWT_LEEWAY_SECONDS": str(RECEIVER_LEEWAY_S),
             **extra_env,
         }
-        return self._server("receiver_app", free_port(), env)
+        return self._server("receiver_app", free_port(), env, target)
 
     def start(self) -> Stack:
         for server in self.servers.values():

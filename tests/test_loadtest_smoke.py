@@ -102,4 +102,6 @@ def test_a_non_loopback_target_is_refused_before_any_traffic(stack, tmp_path):
 
     assert result.returncode == 2
     assert "is not a loopback address" in result.stderr
-    assert not (tmp_path / "locust_stats.csv").exists()
+    assert not verdict_lines(result)
+    sent = stats_rows(tmp_path) if (tmp_path / "locust_stats.csv").exists() else {}
+    assert all(row["Request Count"] == "0" for row in sent.values())

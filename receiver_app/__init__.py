@@ -29,7 +29,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     if config:
         app.config.update(config)
     app.extensions[EXTENSION_KEY] = M2MVerifier(verifier_config(app.config))
-    logging.getLogger(__package__).setLevel(logging.INFO)
+    if app.logger.level == logging.NOTSET:
+        app.logger.setLevel(logging.INFO)  # token rejections and issuer trouble are INFO/WARNING
 
     from . import routes
 

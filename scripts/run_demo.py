@@ -16,6 +16,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -36,6 +37,7 @@ START_ORDER = ("issuer", "receiver", "caller")
 # Settings a developer may have exported for other work: the demo takes them from the files.
 APP_ENV_PREFIXES = ("CLERK_", "MOCK_ISSUER_", "M2M_", "RECEIVER_")
 GRACE_SECONDS = 5.0
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
 COLORS = {"issuer": "\033[35m", "receiver": "\033[36m", "caller": "\033[33m"}
 
 
@@ -78,6 +80,8 @@ class Console:
         prefix = f"{name:<8} |"
         if self.color:
             prefix = f"{COLORS.get(name, '')}{prefix}\033[0m"
+        else:
+            line = ANSI_ESCAPE.sub("", line)  # werkzeug colours its lines even into a pipe
         self.say(f"{prefix} {line.rstrip()}")
 
     def say(self, text: str = "") -> None:
@@ -110,10 +114,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def app_env(name: str, ports: dict[str, int], issuer_db: str | None) -> dict[str, str]:
-    """The environment of one app: ours without app settings, plus its .env (or .env.example)
-    with demo URLs pointed at the chosen ports."""
+    """The environment of one app: ours without app settings, plus its .env (or .env.example,
+    always when M2M_SKIP_DOTENV=1) with demo URLs pointed at the chosen ports."""
     folder = REPO_ROOT / MODULES[name]
-    source = folder / ".env" if (folder / ".env").exists() else folder / ".env.example"
+    use_dotenv = (folder / ".env").exists() and os.environ.get("M2M_SKIP_DOTENV") != "1"
+    source = folder / ".env" if use_dotenv else folder / ".env.example"
     if not source.exists():
         raise DemoError(f"{source.relative_to(REPO_ROOT)} is missing: cannot configure {name}")
     env = {k: v for k, v in os.environ.items() if not k.startswith(APP_ENV_PREFIXES)}
@@ -144,6 +149,8 @@ def check_ports_free(apps: list[App]) -> None:
         raise DemoError(f"the three apps need three different ports, got {ports}")
     for app in apps:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            # As the servers do: connections of an earlier run in TIME_WAIT do not block us.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 sock.bind((HOST, app.port))
             except OSError:

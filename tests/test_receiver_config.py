@@ -1,0 +1,92 @@
+"""receiver_app configuration: unsafe or incomplete settings stop the app with a clear message."""
+
+from __future__ import annotations
+
+import pytest
+
+import receiver_app
+from receiver_app.config import SETTINGS, ConfigError
+
+VALID = {
+    "CLERK_API_URL": "http://127.0.0.1:8780/",
+    "CLERK_MACHINE_SECRET_KEY": "ak_configtest" + "5" * 32,
+    "CLERK_MACHINE_ID": "mch_configreceiver0000000000000",
+}
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch) -> None:
+    for name in SETTINGS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("M2M_SKIP_DOTENV", "1")
+
+
+def verifier_config(app):
+    return app.extensions["m2m_verifier"].config
+
+
+def test_defaults_follow_the_api_url():
+    config = verifier_config(receiver_app.create_app(VALID))
+    assert config.api_url == "http://127.0.0.1:8780"
+    assert config.jwks_url == "http://127.0.0.1:8780/.well-known/jwks.json"
+    assert config.jwt_issuer == "http://127.0.0.1:8780"
+    assert (config.cache_seconds, config.leeway, config.allowed_callers) == (0, 5, None)
+    assert config.audience_required is True
+
+
+def test_settings_come_from_the_environment(monkeypatch):
+    for name, value in VALID.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("M2M_ALLOWED_CALLERS", " mch_a1 , mch_b2 ")
+    monkeypatch.setenv("M2M_VERIFY_CACHE_SECONDS", "30")
+    config = verifier_config(receiver_app.create_app())
+    assert config.allowed_callers == frozenset({"mch_a1", "mch_b2"})
+    assert config.cache_seconds == 30
+
+
+def test_dotenv_is_read_unless_skipped(monkeypatch):
+    monkeypatch.setattr(
+        receiver_app, "dotenv_values", lambda path: {**VALID, "M2M_VERIFY_CACHE_SECONDS": "9"}
+    )
+    monkeypatch.setenv("M2M_SKIP_DOTENV", "0")
+    assert verifier_config(receiver_app.create_app()).cache_seconds == 9
+    monkeypatch.setenv("M2M_SKIP_DOTENV", "1")
+    with pytest.raises(ConfigError, match="CLERK_API_URL is not set"):
+        receiver_app.create_app()
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ({"CLERK_API_URL": ""}, "CLERK_API_URL is not set"),
+        ({"CLERK_API_URL": "127.0.0.1:8780"}, "CLERK_API_URL must be an http"),
+        ({"CLERK_MACHINE_SECRET_KEY": ""}, "CLERK_MACHINE_SECRET_KEY is not set"),
+        ({"CLERK_MACHINE_SECRET_KEY": "sk_test_instance"}, "receiver machine's own key"),
+        ({"CLERK_MACHINE_ID": "user_1"}, "CLERK_MACHINE_ID must be"),
+        ({"M2M_JWT_AUDIENCE_REQUIRED": "false"}, "needs M2M_ALLOWED_CALLERS"),
+        ({"M2M_JWT_AUDIENCE_REQUIRED": "maybe"}, "must be true or false"),
+        ({"M2M_JWT_LEEWAY_SECONDS": "30"}, "between 0 and 5"),
+        ({"M2M_VERIFY_CACHE_SECONDS": "soon"}, "must be a number"),
+        ({"M2M_VERIFY_CACHE_SECONDS": "-1"}, "0 or more"),
+        ({"M2M_ISSUER_TIMEOUT_SECONDS": "0"}, "greater than 0"),
+        ({"M2M_ALLOWED_CALLERS": "mch_ok,bob"}, "not machine ids"),
+        ({"CLERK_JWT_KEY": "-----BEGIN PUBLIC KEY-----\nnope"}, "CLERK_JWT_KEY must be"),
+    ],
+)
+def test_unsafe_configuration_refuses_to_start(override, message):
+    with pytest.raises(ConfigError, match=message):
+        receiver_app.create_app({**VALID, **override})
+
+
+def test_config_error_never_repeats_the_secret_key():
+    secret = "sk_live_do_not_print_me"
+    with pytest.raises(ConfigError) as excinfo:
+        receiver_app.create_app({**VALID, "CLERK_MACHINE_SECRET_KEY": secret})
+    assert secret not in str(excinfo.value)
+
+
+def test_audience_optional_with_an_allowlist_starts():
+    app = receiver_app.create_app(
+        {**VALID, "M2M_JWT_AUDIENCE_REQUIRED": "false", "M2M_ALLOWED_CALLERS": "mch_caller1"}
+    )
+    assert verifier_config(app).audience_required is False

@@ -157,8 +157,9 @@ def apply_gate(environment, **_kwargs) -> None:
 def report(environment, name: str, started: float, error: Exception | None = None) -> None:
     """Record a setup call in the stats, so a failed preparation fails the gate visibly."""
     environment.events.request.fire(
-        request_type="SETUP", name=name, response_time=(time.perf_counter() - started) * 1000,
-        response_length=0, exception=error, context={},
+        request_type=gate.SETUP_METHOD, name=name,
+        response_time=(time.perf_counter() - started) * 1000, response_length=0,
+        exception=error, context={},
     )  # fmt: skip
 
 

@@ -95,6 +95,14 @@ def test_per_name_override_applies_first_matching_pattern_only():
     assert thresholds.p95_ms_for("/receive (opaque)") == 100
 
 
+def test_setup_calls_are_judged_on_failures_but_not_on_latency():
+    slow_setup = Entry("prepare tokens", [2500], method="SETUP")
+    assert evaluate(Stats([fast("/receive (opaque)"), slow_setup]), Thresholds(p95_ms=100)).passed
+    failed_setup = Entry("prepare tokens", [5], num_failures=1, method="SETUP")
+    verdict = evaluate(Stats([fast("/receive (opaque)"), failed_setup]), Thresholds())
+    assert verdict.breaches == ["SETUP prepare tokens failure ratio 100.00% > 0.00% (1/1)"]
+
+
 def test_a_run_without_requests_fails():
     verdict = evaluate(Stats(), Thresholds())
     assert not verdict.passed and "no requests were made" in verdict.line()

@@ -1,7 +1,7 @@
 """The performance benchmark: one table, measured in one run on this machine, printed and written
 as Markdown (bench-results.md by default).
 
-    python scripts/bench.py                  # about 3 minutes
+    python scripts/bench.py                  # about 4 minutes
     python scripts/bench.py --seconds 1 --rounds 1 --sends 500 --clerk-sends 100   # quick look
 
 It starts its own stack on 127.0.0.1 under gunicorn (issuer, a receiver with the verification

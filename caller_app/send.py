@@ -70,7 +70,8 @@ def _receiver_answer(result, url: str):
         reason = challenge.get("error_description") or challenge.get("error") or "no reason given"
         return _error(
             502, "receiver_rejected_token",
-            f"the receiver answered {response.status_code} to a fresh token: {reason}",
+            f"the receiver answered {response.status_code}: {reason}"
+            + (" (also to a freshly created token)" if result.retried_after_401 else ""),
             dependency="receiver", receiver_status=response.status_code,
             receiver_error=challenge.get("error"),
             receiver_error_description=challenge.get("error_description"),

@@ -40,7 +40,7 @@ def jwks(url: str) -> dict:
     return requests.get(f"{url}/.well-known/jwks.json", timeout=TIMEOUT).json()
 
 
-def test_dev_server_serves_the_api_and_logs_where_it_listens(start_issuer):
+def test_dev_server_serves_the_api_logs_safely_and_picks_up_a_cli_key_rotation(start_issuer):
     issuer = start_issuer()
     opaque = mint(issuer.url)
     assert verify(issuer.url, opaque["token"]).status_code == 200
@@ -62,6 +62,28 @@ def test_dev_server_serves_the_api_and_logs_where_it_listens(start_issuer):
     assert f"Running on {issuer.url}" in log
     for secret in (opaque["token"], token, CALLER.secret_key, RECEIVER.secret_key, TEST_SECRET_KEY):
         assert secret not in log
+
+    # `flask --app mock_issuer rotate-signing-key` beside the running server: the server signs
+    # with the new key from its next token on, and the old token still verifies.
+    old = token
+    env = base_env()
+    env.update(issuer.env)
+    result = subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "mock_issuer", "rotate-signing-key"],
+        env=env,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    kids = [k["kid"] for k in jwks(issuer.url)["keys"]]
+    assert len(kids) == 2 and kids[0] in result.stdout
+    new = mint(issuer.url, token_format="jwt")["token"]
+    assert jwt.get_unverified_header(new)["kid"] == kids[0]
+    assert verify(issuer.url, old).status_code == 200
+    assert verify(issuer.url, new).status_code == 200
 
 
 def test_restart_keeps_machines_tokens_and_signing_keys(start_issuer):
@@ -131,26 +153,3 @@ def test_gunicorn_workers_share_all_state(start, tmp_path):
     assert totals["verifications"]["opaque"] == {"ok": n, "failed": 0}
     pids = set(re.findall(r"mock_issuer ready \(pid (\d+)\)", issuer.log_text()))
     assert len(pids) == 4
-
-
-def test_rotate_signing_key_command_against_a_running_issuer(start_issuer):
-    issuer = start_issuer()
-    old = mint(issuer.url, token_format="jwt")["token"]
-    env = base_env()
-    env.update(issuer.env)
-    result = subprocess.run(
-        [sys.executable, "-m", "flask", "--app", "mock_issuer", "rotate-signing-key"],
-        env=env,
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    kids = [k["kid"] for k in jwks(issuer.url)["keys"]]
-    assert len(kids) == 2 and kids[0] in result.stdout
-    new = mint(issuer.url, token_format="jwt")["token"]
-    assert jwt.get_unverified_header(new)["kid"] == kids[0]
-    assert verify(issuer.url, old).status_code == 200
-    assert verify(issuer.url, new).status_code == 200

@@ -1,0 +1,1 @@
+"""Locust load tests, the stack runner they use, and their pass/fail gate."""

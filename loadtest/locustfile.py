@@ -1,0 +1,358 @@
+"""Locust load test for M2M token verification: issuer, receiver and caller, with a pass/fail gate.
+
+User classes (run any subset by naming them on the command line):
+  IssueTokensUser   mints opaque and JWT tokens at the issuer
+  OpaqueVerifyUser  presents a prepared opaque token to the receiver
+  JwtVerifyUser     presents the JWT prepared at start and a JWT re-minted every few seconds
+  ChainUser         drives the caller's GET /send (token reuse + verification end to end)
+  NegativeUser      garbage, expired, revoked and out-of-scope tokens: success = the 401
+
+Targets and thresholds are Locust options (also env vars / config file keys); keys are env
+vars only. See loadtest/README.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import secrets
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+# Locust imports this file by path; make the `loadtest` package importable from anywhere.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import gevent
+from dotenv import load_dotenv
+from locust import FastHttpUser, between, events, task
+from locust.exception import StopUser
+from locust.runners import MasterRunner, WorkerRunner
+
+from loadtest import gate
+from loadtest.issuer_client import IssuerClient, IssuerError
+from loadtest.settings import Keys, TargetRefused, check_targets
+from loadtest.tokens import FreshJwt, PreparedTokens, key_id
+
+logger = logging.getLogger("loadtest")
+
+ISSUE_TTL_S = 60  # tokens minted by IssueTokensUser are thrown away; keep them short-lived
+
+
+@dataclass
+class RunState:
+    """What one Locust process prepared for its users (each worker prepares its own)."""
+
+    keys: Keys | None = None
+    issuer: IssuerClient | None = None
+    thresholds: gate.Thresholds | None = None
+    tokens: PreparedTokens | None = None
+    fresh_jwt: FreshJwt | None = None
+
+
+STATE = RunState()
+
+
+# ---- options, targets and the gate ---------------------------------------------------------
+
+
+@events.init_command_line_parser.add_listener
+def add_options(parser) -> None:
+    """Targets and thresholds: `--issuer-url` or LOADTEST_ISSUER_URL or `issuer-url =` in a
+    config file (`--config loadtest/locust.conf`)."""
+    if os.environ.get("M2M_SKIP_DOTENV") != "1":
+        load_dotenv(Path(__file__).resolve().parent / ".env", override=False)
+    urls = [
+        ("--issuer-url", "LOADTEST_ISSUER_URL", "http://127.0.0.1:8780", "mock issuer"),
+        ("--receiver-url", "LOADTEST_RECEIVER_URL", "http://127.0.0.1:8782", "receiver"),
+        ("--caller-url", "LOADTEST_CALLER_URL", "http://127.0.0.1:8781", "caller"),
+    ]
+    for flag, env, default, what in urls:
+        parser.add_argument(flag, env_var=env, default=default, help=f"Base URL of the {what}")
+    parser.add_argument(
+        "--max-fail-ratio", type=float, env_var="LOADTEST_MAX_FAIL_RATIO", default=0.0,
+        help="Gate: highest failure ratio (0..1) allowed for any request name",
+    )  # fmt: skip
+    parser.add_argument(
+        "--p95-ms", type=float, env_var="LOADTEST_P95_MS", default=1000.0,
+        help="Gate: highest p95 latency (ms) allowed for any request name",
+    )  # fmt: skip
+    parser.add_argument(
+        "--fail-ratio-by-name", env_var="LOADTEST_FAIL_RATIO_BY_NAME", default="",
+        help="Gate overrides: 'PATTERN=RATIO;PATTERN=RATIO' (fnmatch on the request name)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--p95-ms-by-name", env_var="LOADTEST_P95_MS_BY_NAME", default="",
+        help="Gate overrides: 'PATTERN=MS;PATTERN=MS', e.g. '/send (*=1500'",
+    )  # fmt: skip
+    parser.add_argument(
+        "--expired-grace-s", type=float, env_var="LOADTEST_EXPIRED_GRACE_S", default=6.0,
+        help="Wait this long past a 1 s token's expiry (the receiver's clock leeway) before "
+        "presenting it as an expired token",
+    )  # fmt: skip
+    parser.add_argument(
+        "--jwt-refresh-s", type=float, env_var="LOADTEST_JWT_REFRESH_S", default=2.0,
+        help="JwtVerifyUser re-mints its fresh JWT this often (seconds)",
+    )  # fmt: skip
+
+
+@events.init.add_listener
+def aim_users(environment, **_kwargs) -> None:
+    """Point each user class at its service, after refusing targets this test must not hit."""
+    options = environment.parsed_options
+    if options is None:  # Locust used as a library: the caller sets hosts itself
+        return
+    try:
+        if environment.host:
+            raise TargetRefused(
+                "--host would send every user to one service; use --issuer-url, "
+                "--receiver-url and --caller-url instead"
+            )
+        targets = {
+            "issuer-url": options.issuer_url,
+            "receiver-url": options.receiver_url,
+            "caller-url": options.caller_url,
+        }
+        check_targets(targets)
+        STATE.thresholds = thresholds_from(options)
+        STATE.keys = Keys.from_env()
+        if not STATE.keys.caller_secret_key:
+            raise TargetRefused("LOADTEST_CALLER_SECRET_KEY (the caller's ak_ key) is not set")
+    except (TargetRefused, ValueError) as exc:
+        sys.stderr.write(f"loadtest: {exc}\n")
+        sys.exit(2)
+    STATE.issuer = IssuerClient(options.issuer_url)
+    IssueTokensUser.host = options.issuer_url
+    for user_class in (OpaqueVerifyUser, JwtVerifyUser, NegativeUser):
+        user_class.host = options.receiver_url
+    ChainUser.host = options.caller_url
+
+
+def thresholds_from(options) -> gate.Thresholds:
+    return gate.Thresholds(
+        max_fail_ratio=options.max_fail_ratio,
+        p95_ms=options.p95_ms,
+        fail_ratio_by_name=gate.parse_limits(options.fail_ratio_by_name, "--fail-ratio-by-name"),
+        p95_ms_by_name=gate.parse_limits(options.p95_ms_by_name, "--p95-ms-by-name"),
+    )
+
+
+@events.quitting.add_listener
+def apply_gate(environment, **_kwargs) -> None:
+    """Judge the run once (the master's merged stats in distributed mode) and set the exit code."""
+    if isinstance(environment.runner, WorkerRunner) or STATE.thresholds is None:
+        return
+    shape = environment.shape_class
+    checks = shape.gate_checks() if hasattr(shape, "gate_checks") else []
+    verdict = gate.evaluate(environment.stats, STATE.thresholds, checks)
+    print(verdict.line(), flush=True)
+    environment.process_exit_code = verdict.exit_code
+
+
+# ---- tokens, prepared once per process -------------------------------------------------------
+
+
+def report(environment, name: str, started: float, error: Exception | None = None) -> None:
+    """Record a setup call in the stats, so a failed preparation fails the gate visibly."""
+    environment.events.request.fire(
+        request_type=gate.SETUP_METHOD, name=name,
+        response_time=(time.perf_counter() - started) * 1000, response_length=0,
+        exception=error, context={},
+    )  # fmt: skip
+
+
+@events.test_start.add_listener
+def prepare_tokens(environment, **_kwargs) -> None:
+    """Mint the tokens the verification users present, once per process that runs users."""
+    if isinstance(environment.runner, MasterRunner) or STATE.issuer is None or STATE.keys is None:
+        return
+    options = environment.parsed_options
+    issuer, keys = STATE.issuer, STATE.keys
+    started = time.perf_counter()
+    try:
+        STATE.tokens = PreparedTokens.prepare(
+            issuer, keys.caller_secret_key, keys.outsider_secret_key, options.expired_grace_s
+        )
+    except IssuerError as exc:
+        report(environment, "prepare tokens", started, exc)
+        logger.error("loadtest: could not prepare tokens at the issuer: %s; stopping", exc)
+        gevent.spawn(environment.runner.quit)
+        return
+    report(environment, "prepare tokens", started)
+    if not keys.outsider_secret_key:
+        logger.warning("loadtest: LOADTEST_OUTSIDER_SECRET_KEY unset: no out-of-scope traffic")
+
+    def mint_fresh_jwt() -> str | None:
+        began = time.perf_counter()
+        try:
+            token = issuer.mint(keys.caller_secret_key, "jwt", ISSUE_TTL_S).token
+        except IssuerError as exc:
+            report(environment, "mint fresh jwt", began, exc)
+            return None
+        report(environment, "mint fresh jwt", began)
+        return token
+
+    STATE.fresh_jwt = FreshJwt(mint=mint_fresh_jwt, refresh_s=options.jwt_refresh_s)
+
+
+def prepared() -> PreparedTokens:
+    if STATE.tokens is None:
+        raise StopUser()  # preparation failed and was reported; nothing to present
+    return STATE.tokens
+
+
+# ---- response checks ---------------------------------------------------------------------------
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def expect_status(response, status: int) -> None:
+    """Success only on `status`; the failure names the status and Clerk error code, no body."""
+    if response.status_code == status:
+        response.success()
+        return
+    code = ""
+    with contextlib.suppress(ValueError, KeyError, IndexError, TypeError):
+        code = str(response.json()["errors"][0]["code"])
+    response.failure(f"expected HTTP {status}, got {response.status_code} {code}".rstrip())
+
+
+def expect_invalid_token(response) -> None:
+    """Success only on RFC 6750's answer to a bad token: 401 with error="invalid_token"."""
+    challenge = response.headers.get("WWW-Authenticate", "") if response.headers else ""
+    if response.status_code == 401 and 'error="invalid_token"' in challenge:
+        response.success()
+    elif response.status_code == 401:
+        response.failure('401 without WWW-Authenticate: Bearer error="invalid_token"')
+    else:
+        response.failure(f"expected HTTP 401 invalid_token, got {response.status_code}")
+
+
+class ServiceUser(FastHttpUser):
+    """Shared settings: bounded timeouts, short think time."""
+
+    abstract = True
+    network_timeout = 10.0
+    connection_timeout = 5.0
+    wait_time = between(0.05, 0.25)
+
+    def receive(self, token: str, name: str, check=None) -> None:
+        with self.client.post(
+            "/receive",
+            json={"message": "Hello from the load test"},
+            headers=bearer(token),
+            name=name,
+            catch_response=True,
+        ) as response:
+            (check or (lambda r: expect_status(r, 200)))(response)
+
+
+# ---- user classes --------------------------------------------------------------------------------
+
+
+class IssueTokensUser(ServiceUser):
+    """Token creation at the issuer with the caller's machine key, both formats."""
+
+    def issue(self, token_format: str) -> None:
+        with self.client.post(
+            "/v1/m2m_tokens",
+            json={"token_format": token_format, "seconds_until_expiration": ISSUE_TTL_S},
+            headers=bearer(STATE.keys.caller_secret_key),
+            name=f"/v1/m2m_tokens ({token_format})",
+            catch_response=True,
+        ) as response:
+            expect_status(response, 201)
+
+    @task
+    def issue_opaque(self) -> None:
+        self.issue("opaque")
+
+    @task
+    def issue_jwt(self) -> None:
+        self.issue("jwt")
+
+
+class OpaqueVerifyUser(ServiceUser):
+    """Opaque token verification at the receiver (the receiver asks the issuer, or its cache)."""
+
+    @task
+    def present_opaque(self) -> None:
+        self.receive(prepared().opaque, "/receive (opaque)")
+
+
+class JwtVerifyUser(ServiceUser):
+    """Local JWT verification at the receiver, labelled by signing key: the token minted at start
+    keeps being presented after a key rotation, next to fresh tokens signed by the new key."""
+
+    @task
+    def present_start_jwt(self) -> None:
+        token = prepared().jwt
+        self.receive(token, f"/receive (jwt start kid={key_id(token)})")
+
+    @task
+    def present_fresh_jwt(self) -> None:
+        prepared()
+        token = STATE.fresh_jwt.current() if STATE.fresh_jwt else None
+        if token:
+            self.receive(token, f"/receive (jwt fresh kid={key_id(token)})")
+
+
+class ChainUser(ServiceUser):
+    """The full chain: caller /send obtains (or reuses) a token and posts to the receiver."""
+
+    @task
+    def send_opaque(self) -> None:
+        self.send("opaque")
+
+    @task
+    def send_jwt(self) -> None:
+        self.send("jwt")
+
+    def send(self, token_format: str) -> None:
+        with self.client.get(
+            f"/send?format={token_format}", name=f"/send ({token_format})", catch_response=True
+        ) as response:
+            expect_status(response, 200)
+
+
+class NegativeUser(ServiceUser):
+    """Tokens that must be refused; a request succeeds only when the receiver answers 401."""
+
+    @task
+    def present_garbage(self) -> None:
+        garbage = secrets.choice(
+            [
+                "garbage-" + secrets.token_urlsafe(24),  # not a token format at all
+                "mt_" + secrets.token_hex(16),  # well-formed opaque id the issuer never minted
+                "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0." + secrets.token_urlsafe(32),  # forged JWT
+            ]
+        )
+        self.receive(garbage, "/receive 401 (garbage)", expect_invalid_token)
+
+    @task
+    def present_expired(self) -> None:
+        tokens = prepared()
+        if not tokens.expired_ready():
+            return  # the 1 s tokens are not past expiry + leeway yet
+        self.receive(tokens.expired_opaque, "/receive 401 (expired opaque)", expect_invalid_token)
+        self.receive(tokens.expired_jwt, "/receive 401 (expired jwt)", expect_invalid_token)
+
+    @task
+    def present_revoked(self) -> None:
+        tokens = prepared()
+        self.receive(tokens.revoked_opaque, "/receive 401 (revoked opaque)", expect_invalid_token)
+
+    @task
+    def present_out_of_scope(self) -> None:
+        tokens = prepared()
+        if tokens.outsider_opaque and tokens.outsider_jwt:
+            self.receive(
+                tokens.outsider_opaque, "/receive 401 (out-of-scope opaque)", expect_invalid_token
+            )
+            self.receive(
+                tokens.outsider_jwt, "/receive 401 (out-of-scope jwt)", expect_invalid_token
+            )

@@ -1,0 +1,74 @@
+"""Where the load test aims and with which keys: read from the environment, never from code.
+
+Locust options (`--issuer-url`, ...) carry the targets; the machine and instance keys come only
+from environment variables so they never show in a process list or in Locust's web UI.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+ALLOW_REMOTE_ENV = "LOADTEST_ALLOW_REMOTE"
+
+
+class TargetRefused(ValueError):
+    """A target URL that this load test will not send traffic to."""
+
+
+@dataclass(frozen=True)
+class Keys:
+    """The secrets the users need: caller and outsider machine keys, the instance key."""
+
+    caller_secret_key: str
+    outsider_secret_key: str
+    instance_secret_key: str
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> Keys:
+        env = os.environ if environ is None else environ
+        return cls(
+            caller_secret_key=env.get("LOADTEST_CALLER_SECRET_KEY", ""),
+            outsider_secret_key=env.get("LOADTEST_OUTSIDER_SECRET_KEY", ""),
+            instance_secret_key=env.get("CLERK_SECRET_KEY", ""),
+        )
+
+    def missing(self) -> list[str]:
+        """Names of the variables that are unset, for a clear start-up error."""
+        names = {
+            "LOADTEST_CALLER_SECRET_KEY": self.caller_secret_key,
+            "LOADTEST_OUTSIDER_SECRET_KEY": self.outsider_secret_key,
+            "CLERK_SECRET_KEY": self.instance_secret_key,
+        }
+        return [name for name, value in names.items() if not value]
+
+
+def is_loopback_url(url: str) -> bool:
+    """True when the URL's host is a loopback address literal or `localhost` (no DNS lookup)."""
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def remote_allowed(environ: dict[str, str] | None = None) -> bool:
+    env = os.environ if environ is None else environ
+    return env.get(ALLOW_REMOTE_ENV, "") == "1"
+
+
+def check_targets(urls: dict[str, str], environ: dict[str, str] | None = None) -> None:
+    """Refuse a malformed target, and a non-loopback one unless LOADTEST_ALLOW_REMOTE=1."""
+    for option, url in urls.items():
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise TargetRefused(f"{option}={url!r} is not an http(s) URL")
+        if not is_loopback_url(url) and not remote_allowed(environ):
+            raise TargetRefused(
+                f"{option}={url!r} is not a loopback address; load tests send traffic to "
+                f"127.0.0.1 only unless you set {ALLOW_REMOTE_ENV}=1 for services you own"
+            )

@@ -1,0 +1,311 @@
+"""Run a load-test profile against a throwaway local stack, then stop everything.
+
+Starts the mock issuer, the receiver and the caller under gunicorn (several workers each) on free
+127.0.0.1 ports, with a temporary database and a seed made of fresh random keys (caller ->
+receiver is the only scope; an outsider machine has none), runs Locust headless with reports
+under reports/<profile>/, and returns Locust's exit code (the gate's verdict).
+
+    python -m loadtest.stack smoke                       # about 20 s in all
+    python -m loadtest.stack rotation                    # ramp, spike, key rotation (~75 s)
+    python -m loadtest.stack distributed                 # master + 2 workers (--processes 2)
+    python -m loadtest.stack long                        # 5 minutes
+    python -m loadtest.stack smoke -- --p95-ms 1         # extra options go to Locust
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+LOADTEST_DIR = REPO_ROOT / "loadtest"
+# App configuration a developer may have exported: never inherited by the stack's servers.
+_APP_ENV_PREFIXES = ("CLERK_", "MOCK_ISSUER_", "M2M_", "RECEIVER_", "CALLER_", "LOADTEST_")
+RECEIVER_LEEWAY_S = 1
+
+
+@dataclass(frozen=True)
+class Machine:
+    id: str
+    name: str
+    secret_key: str
+
+
+@dataclass(frozen=True)
+class Seed:
+    """Fresh random keys for one run: nothing here is reused anywhere."""
+
+    instance_secret_key: str
+    caller: Machine
+    receiver: Machine
+    outsider: Machine
+
+    @classmethod
+    def random(cls) -> Seed:
+        def machine(name: str) -> Machine:
+            return Machine(
+                id=f"mch_load{name}".ljust(31, "0"),
+                name=f"load-{name}",
+                secret_key=f"ak_load{name}{secrets.token_hex(16)}",
+            )
+
+        return cls(
+            instance_secret_key=f"sk_test_load{secrets.token_hex(16)}",
+            caller=machine("caller"),
+            receiver=machine("receiver"),
+            outsider=machine("outsider"),
+        )
+
+    def as_json(self) -> dict:
+        def entry(m: Machine, scoped: list[str]) -> dict:
+            return {"id": m.id, "name": m.name, "secret_key": m.secret_key,
+                    "default_token_ttl": 3600, "scoped_machines": scoped}  # fmt: skip
+
+        return {
+            "machines": [
+                entry(self.caller, [self.receiver.id]),
+                entry(self.receiver, []),
+                entry(self.outsider, []),
+            ]
+        }
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def clean_env() -> dict[str, str]:
+    """This process's environment without app settings, plus what every app needs."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(_APP_ENV_PREFIXES)}
+    env.update(PYTHONPATH=str(REPO_ROOT), PYTHONUNBUFFERED="1", M2M_SKIP_DOTENV="1")
+    return env
+
+
+@dataclass
+class Server:
+    """One app under gunicorn in its own process group, logging to a file."""
+
+    app: str
+    port: int
+    env: dict[str, str]
+    log_path: Path
+    workers: int = 2
+    threads: int = 1
+    target: str = ""  # gunicorn's "module:factory()"; default "<app>:create_app()"
+    process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def control_socket(self) -> Path:
+        """Gunicorn's control socket in the run's own folder, not the shared ~/.gunicorn."""
+        return self.log_path.with_suffix(".ctl")
+
+    def start(self) -> None:
+        args = [sys.executable, "-m", "gunicorn", "--workers", str(self.workers),
+                "--threads", str(self.threads), "--bind", f"127.0.0.1:{self.port}",
+                "--graceful-timeout", "5", "--control-socket", str(self.control_socket),
+                self.target or f"{self.app}:create_app()"]  # fmt: skip
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                args, env={**clean_env(), **self.env}, cwd=REPO_ROOT, stdout=log,
+                stderr=subprocess.STDOUT, start_new_session=True,
+            )  # fmt: skip
+
+    def wait_healthy(self, timeout_s: float = 30) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise RuntimeError(f"{self.app} exited during start-up:\n{self.log_tail()}")
+            try:
+                if requests.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"{self.app} not healthy after {timeout_s:g} s:\n{self.log_tail()}")
+
+    def stop(self) -> None:
+        """SIGTERM gunicorn's master (it stops its workers); SIGKILL the group if it lingers."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=5)
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return ""
+
+
+@dataclass
+class Stack:
+    """Issuer, receiver and caller on loopback, wired to each other with one random seed."""
+
+    workdir: Path
+    workers: int = 2
+    threads: int = 1
+    receiver_env: dict[str, str] = field(default_factory=dict)
+    receiver_target: str = ""
+    seed: Seed = field(default_factory=Seed.random)
+    servers: dict[str, Server] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        issuer_port = free_port()
+        issuer_url = f"http://127.0.0.1:{issuer_port}"
+        seed_path = self.workdir / "seed.json"
+        seed_path.write_text(json.dumps(self.seed.as_json()))
+        self.servers["issuer"] = self._server("mock_issuer", issuer_port, {
+            "CLERK_SECRET_KEY": self.seed.instance_secret_key,
+            "MOCK_ISSUER_URL": issuer_url,
+            "MOCK_ISSUER_DB": str(self.workdir / "issuer.db"),
+            "MOCK_ISSUER_SEED": str(seed_path),
+        })  # fmt: skip
+        self.servers["receiver"] = self.receiver_server(self.receiver_env, self.receiver_target)
+        receiver_url = self.servers["receiver"].url
+        self.servers["caller"] = self._server("caller_app", free_port(), {
+            "CLERK_API_URL": issuer_url,
+            "CLERK_MACHINE_SECRET_KEY": self.seed.caller.secret_key,
+            "RECEIVER_URL": receiver_url,
+        })  # fmt: skip
+
+    def _server(self, app: str, port: int, env: dict[str, str], target: str = "") -> Server:
+        return Server(app, port, env, self.workdir / f"{app}-{port}.log",
+                      workers=self.workers, threads=self.threads, target=target)  # fmt: skip
+
+    def receiver_server(self, extra_env: dict[str, str], target: str = "") -> Server:
+        """A receiver wired to this stack's issuer; `extra_env` tunes it (e.g. its cache) and
+        `target` may serve it through another factory (the benchmark's)."""
+        issuer_url = self.servers["issuer"].url
+        env = {
+            "CLERK_API_URL": issuer_url,
+            "CLERK_MACHINE_SECRET_KEY": self.seed.receiver.secret_key,
+            "CLERK_MACHINE_ID": self.seed.receiver.id,
+            # 1 s of clock leeway (default 5) so expired-token traffic starts soon in short runs.
+            "M2M_JWT_LEEWAY_SECONDS": str(RECEIVER_LEEWAY_S),
+            **extra_env,
+        }
+        return self._server("receiver_app", free_port(), env, target)
+
+    def start(self) -> Stack:
+        for server in self.servers.values():
+            server.start()
+        for server in self.servers.values():
+            server.wait_healthy()
+        return self
+
+    def stop(self) -> None:
+        for server in reversed(self.servers.values()):
+            server.stop()
+
+    def __enter__(self) -> Stack:
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *_exc) -> None:
+        self.stop()
+
+    def locust_env(self) -> dict[str, str]:
+        """Where the locustfile aims and with which keys (env only: keys stay off argv)."""
+        return {
+            "LOADTEST_ISSUER_URL": self.servers["issuer"].url,
+            "LOADTEST_RECEIVER_URL": self.servers["receiver"].url,
+            "LOADTEST_CALLER_URL": self.servers["caller"].url,
+            "LOADTEST_CALLER_SECRET_KEY": self.seed.caller.secret_key,
+            "LOADTEST_OUTSIDER_SECRET_KEY": self.seed.outsider.secret_key,
+            "CLERK_SECRET_KEY": self.seed.instance_secret_key,
+            "LOADTEST_EXPIRED_GRACE_S": str(RECEIVER_LEEWAY_S + 1),
+        }
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A bounded Locust run: users, spawn rate, run time, and which locustfiles."""
+
+    users: int
+    spawn_rate: float
+    run_time: str
+    shape: bool = False
+    processes: int = 0
+    extra: tuple[str, ...] = ()
+
+
+PROFILES = {
+    # ~20 s with start-up: every user class, a handful of users.
+    "smoke": Profile(users=5, spawn_rate=5, run_time="12s"),
+    # Ramp, spike and a signing-key rotation mid-run: zero JWT verification failures required.
+    "rotation": Profile(users=20, spawn_rate=20, run_time="60s", shape=True),
+    # The same traffic from a master and two worker processes.
+    "distributed": Profile(users=10, spawn_rate=10, run_time="20s", processes=2),
+    # A longer soak with the ramp/spike/rotation shape.
+    "long": Profile(users=40, spawn_rate=40, run_time="5m", shape=True),
+}
+
+
+def locust_command(profile: Profile, report_dir: Path, extra: list[str]) -> list[str]:
+    files = ["loadtest/locustfile.py"] + (["loadtest/rotation_shape.py"] if profile.shape else [])
+    args = [sys.executable, "-m", "locust", "--config", str(LOADTEST_DIR / "locust.conf"),
+            "-f", ",".join(files), "--headless", "-u", str(profile.users),
+            "-r", str(profile.spawn_rate), "-t", profile.run_time,
+            "--csv", str(report_dir / "locust"),
+            "--html", str(report_dir / "report.html")]  # fmt: skip
+    if profile.processes:
+        args += ["--processes", str(profile.processes)]
+    return args + list(profile.extra) + extra
+
+
+def run_profile(name: str, extra: list[str], workers: int, reports: Path) -> int:
+    profile = PROFILES[name]
+    report_dir = reports / name
+    report_dir.mkdir(parents=True, exist_ok=True)
+    with (
+        tempfile.TemporaryDirectory(prefix="m2m-loadtest-") as tmp,
+        Stack(Path(tmp), workers=workers) as stack,
+    ):
+        print(f"loadtest: stack up ({workers} gunicorn workers per app): " + ", ".join(
+            f"{name}={server.url}" for name, server in stack.servers.items()
+        ), flush=True)  # fmt: skip
+        command = locust_command(profile, report_dir, extra)
+        env = {**clean_env(), **stack.locust_env()}
+        code = subprocess.call(command, env=env, cwd=REPO_ROOT)
+        print(f"loadtest: reports in {report_dir.relative_to(REPO_ROOT)}/", flush=True)
+        return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("profile", choices=sorted(PROFILES), nargs="?", default="smoke")
+    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers per app")
+    parser.add_argument("--reports", type=Path, default=REPO_ROOT / "reports")
+    parser.add_argument("locust_args", nargs="*", help="after --: extra Locust options")
+    args = parser.parse_args(argv)
+    return run_profile(args.profile, args.locust_args, args.workers, args.reports.resolve())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,107 @@
+"""Locust runs headless against the real stack (issuer, receiver, caller under gunicorn): the
+gate's verdict, the exit code and the reports are what a user relies on.
+
+One stack per module; each run is a few seconds with a handful of users, because Locust and the
+servers share the machine's two cores.
+"""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from loadtest.stack import REPO_ROOT, Stack, clean_env
+
+pytestmark = [pytest.mark.e2e, pytest.mark.load]
+
+LOCUSTFILE = "loadtest/locustfile.py"
+ROTATION_SHAPE = "loadtest/rotation_shape.py"
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory) -> Iterator[Stack]:
+    with Stack(tmp_path_factory.mktemp("loadtest-stack"), workers=2) as running:
+        yield running
+
+
+def run_locust(
+    stack: Stack, report_dir: Path, *args: str, files: str = LOCUSTFILE, env: dict | None = None
+) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "locust", "--config", "loadtest/locust.conf", "-f", files,
+               "--headless", "--csv", str(report_dir / "locust"),
+               "--html", str(report_dir / "report.html"), *args]  # fmt: skip
+    return subprocess.run(
+        command, cwd=REPO_ROOT, env={**clean_env(), **stack.locust_env(), **(env or {})},
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+
+def verdict_lines(result: subprocess.CompletedProcess) -> list[str]:
+    return [line for line in result.stdout.splitlines() if line.startswith("LOADTEST ")]
+
+
+def stats_rows(report_dir: Path) -> dict[str, dict[str, str]]:
+    with (report_dir / "locust_stats.csv").open() as f:
+        return {row["Name"]: row for row in csv.DictReader(f)}
+
+
+def test_smoke_run_passes_the_gate_and_writes_csv_and_html_reports(stack, tmp_path):
+    result = run_locust(stack, tmp_path, "-u", "5", "-r", "5", "-t", "5s")
+
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    [verdict] = verdict_lines(result)
+    assert verdict.startswith("LOADTEST PASS: ")
+    rows = stats_rows(tmp_path)
+    # Every user class ran, and every request, expected 401s included, counted as a success.
+    for name in ["/v1/m2m_tokens (opaque)", "/v1/m2m_tokens (jwt)", "/receive (opaque)",
+                 "/send (opaque)", "/send (jwt)", "/receive 401 (garbage)",
+                 "/receive 401 (revoked opaque)", "/receive 401 (out-of-scope jwt)"]:  # fmt: skip
+        assert int(rows[name]["Request Count"]) > 0, name
+    assert any(name.startswith("/receive (jwt start kid=") for name in rows)
+    assert rows["Aggregated"]["Failure Count"] == "0"
+    html = (tmp_path / "report.html").read_text()
+    assert "/receive (opaque)" in html
+
+
+def test_impossible_threshold_fails_the_gate_once_in_distributed_mode(stack, tmp_path):
+    result = run_locust(
+        stack, tmp_path, "-u", "4", "-r", "4", "-t", "4s", "--processes", "2",
+        env={"LOADTEST_P95_MS": "0.001"},
+    )  # fmt: skip
+
+    assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-3000:]
+    [verdict] = verdict_lines(result)  # the master judges; the two workers stay silent
+    assert verdict.startswith("LOADTEST FAIL: ")
+    assert "ms > 0.001 ms" in verdict
+    assert (tmp_path / "locust_stats.csv").exists() and (tmp_path / "report.html").exists()
+
+
+def test_signing_key_rotation_mid_run_fails_no_jwt_verification(stack, tmp_path):
+    result = run_locust(
+        stack, tmp_path, "JwtVerifyUser", "OpaqueVerifyUser", "-u", "4", "-t", "8s",
+        "--jwt-refresh-s", "1", files=f"{LOCUSTFILE},{ROTATION_SHAPE}",
+    )  # fmt: skip
+
+    [verdict] = verdict_lines(result)
+    assert result.returncode == 0 and verdict.startswith("LOADTEST PASS: "), verdict
+    rows = stats_rows(tmp_path)
+    assert rows["/v1/jwks/rotate (signing key rotation)"]["Failure Count"] == "0"
+    kids = {name.rpartition("kid=")[2] for name in rows if name.startswith("/receive (jwt ")}
+    assert len(kids) == 2  # tokens from the old and the new key were both verified
+
+
+def test_a_non_loopback_target_is_refused_before_any_traffic(stack, tmp_path):
+    result = run_locust(
+        stack, tmp_path, "-u", "1", "-t", "2s", env={"LOADTEST_RECEIVER_URL": "http://10.1.2.3"}
+    )
+
+    assert result.returncode == 2
+    assert "is not a loopback address" in result.stderr
+    assert not verdict_lines(result)
+    sent = stats_rows(tmp_path) if (tmp_path / "locust_stats.csv").exists() else {}
+    assert all(row["Request Count"] == "0" for row in sent.values())

@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-requirements
 
-.PHONY: run test lint format loadtest bench venv clean
+.PHONY: run test lint format loadtest loadtest-long bench demo-check venv clean
 
 $(STAMP): requirements.txt
 	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11+ is needed, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
@@ -29,6 +29,24 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
+
+# A bounded (~20 s) Locust smoke run against a throwaway local stack under gunicorn.
+loadtest: $(STAMP)
+	$(PY) -m loadtest.stack smoke
+
+# The longer documented profiles: mid-run key rotation, distributed workers, a longer soak.
+loadtest-long: $(STAMP)
+	$(PY) -m loadtest.stack rotation
+	$(PY) -m loadtest.stack distributed
+	$(PY) -m loadtest.stack long
+
+# One benchmark table, measured in one run, written to bench-results.md.
+bench: $(STAMP)
+	$(PY) scripts/bench.py
+
+# The demo without waiting for Ctrl-C: exits 0 only if both calls succeeded.
+demo-check: $(STAMP)
+	$(PY) scripts/run_demo.py --once
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache reports test-artifacts

@@ -238,7 +238,8 @@ def _create_jwt(
     token_id = ids.new_token_id()
     now = db.now_ms()
     iat = now // 1000
-    exp = max(iat + 1, (now + round(lifetime * 1000)) // 1000)
+    # JWT times are whole seconds: round the expiry up so the token lives at least `lifetime`.
+    exp = -(-(now + round(lifetime * 1000)) // 1000)
     payload = {
         **(claims or {}),
         "iss": issuer_url,

@@ -350,6 +350,13 @@ def test_receiver_named_in_aud_or_scopes_alone_is_enough(client, audience):
     assert response.status_code == 200
 
 
+@pytest.mark.parametrize("token", ["hello", "mt_", "a.b", "a.b.c.d", "mt_x.y", "Zm9v"])
+def test_token_of_neither_shape_is_rejected_without_any_network_call(client, fake_issuer, token):
+    response = client.post("/receive", headers=bearer(token))
+    assert response.headers["WWW-Authenticate"] == invalid("token format is not recognised")
+    assert (fake_issuer.verify_calls, fake_issuer.jwks_fetches) == ([], 0)
+
+
 @pytest.mark.parametrize("cache_seconds,decodes", [("60", 1), ("0", 3)])
 def test_verified_jwts_are_remembered_only_when_the_jwt_cache_is_on(
     make_client, monkeypatch, cache_seconds, decodes

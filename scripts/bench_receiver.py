@@ -242,8 +242,30 @@ def mint(issuer: Server, caller_key: str, token_format: str) -> str:
     return response.json()["token"]
 
 
-def bench_http(seconds: float, rounds: int, workers: int) -> dict[str, tuple[float, float]]:
-    """Per variant: (median requests per second, median receiver CPU seconds per request)."""
+def measure(server: Server, path: str, token: str, seconds: float) -> tuple[float, float]:
+    """(requests per second, server CPU seconds per request) of one load run."""
+    cpu_before = server.cpu_seconds()
+    count, elapsed = run_load(server.port, path, token, seconds)
+    return count / elapsed, (server.cpu_seconds() - cpu_before) / count
+
+
+def paired_runs(
+    name: str, server: Server, token: str, goal: float | None, seconds: float, rounds: int
+) -> dict[str, Any]:
+    """`rounds` back-to-back pairs (open, protected) with the same token in the same header:
+    the ratio of each pair cancels the background load that drifts between pairs."""
+    pairs = []
+    for _ in range(rounds):
+        open_rate, open_cpu = measure(server, "/bench/open", token, seconds)
+        rate, cpu = measure(server, "/bench/protected", token, seconds)
+        pairs.append((open_rate, rate, rate / open_rate, open_cpu, cpu, open_cpu / cpu))
+    medians = [statistics.median(column) for column in zip(*pairs, strict=True)]
+    keys = ["open_rate", "rate", "rate_ratio", "open_cpu", "cpu", "cpu_ratio"]
+    return {"name": name, "goal": goal, **dict(zip(keys, medians, strict=True))}
+
+
+def bench_http(seconds: float, rounds: int, workers: int) -> list[dict[str, Any]]:
+    """Each comparison of a protected variant with the open handler on the same server."""
     seed = json.loads(DEMO_SEED.read_text())
     keys = {m["id"]: m["secret_key"] for m in seed["machines"]}
     servers: list[Server] = []
@@ -275,28 +297,19 @@ def bench_http(seconds: float, rounds: int, workers: int) -> dict[str, tuple[flo
 
             jwt_token = mint(issuer, keys[CALLER_ID], "jwt")
             opaque_token = mint(issuer, keys[CALLER_ID], "opaque")
-            variants = {
-                "A open": (cold, "/bench/open", jwt_token),
-                "A jwt, full check": (cold, "/bench/protected", jwt_token),
-                "A opaque, no cache": (cold, "/bench/protected", opaque_token),
-                "B open": (warm, "/bench/open", jwt_token),
-                "B jwt, remembered": (warm, "/bench/protected", jwt_token),
-                "B opaque, cached": (warm, "/bench/protected", opaque_token),
-            }
-            for server, path, token in variants.values():  # warm up every worker and cache
-                run_load(server.port, path, token, 0.5)
-            rates: dict[str, list[float]] = {name: [] for name in variants}
-            cpu: dict[str, list[float]] = {name: [] for name in variants}
-            for _ in range(rounds):
-                for name, (server, path, token) in variants.items():
-                    cpu_before = server.cpu_seconds()
-                    count, elapsed = run_load(server.port, path, token, seconds)
-                    rates[name].append(count / elapsed)
-                    cpu[name].append((server.cpu_seconds() - cpu_before) / count)
-            return {
-                name: (statistics.median(rates[name]), statistics.median(cpu[name]))
-                for name in variants
-            }
+            # (name, server, protected token, goal): each against /bench/open on its server
+            comparisons = [
+                ("A jwt, full check", cold, jwt_token, None),
+                ("A opaque, no cache", cold, opaque_token, None),
+                ("B jwt, remembered", warm, jwt_token, 0.85),
+                ("B opaque, cached", warm, opaque_token, 0.85),
+            ]
+            for _, server, token, _ in comparisons:  # warm up every worker, key set and cache
+                run_load(server.port, "/bench/protected", token, 0.5)
+            return [
+                paired_runs(name, server, token, goal, seconds, rounds)
+                for name, server, token, goal in comparisons
+            ]
         finally:
             for server in reversed(servers):
                 server.stop()
@@ -304,8 +317,8 @@ def bench_http(seconds: float, rounds: int, workers: int) -> dict[str, tuple[flo
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=1.5, help="length of each HTTP run")
-    parser.add_argument("--rounds", type=int, default=5, help="HTTP runs per variant (median)")
+    parser.add_argument("--seconds", type=float, default=1.0, help="length of each HTTP run")
+    parser.add_argument("--rounds", type=int, default=7, help="open/protected pairs per variant")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers per server")
     args = parser.parse_args()
     os.chdir(REPO_ROOT)
@@ -322,25 +335,24 @@ def main() -> None:
     results = bench_http(args.seconds, args.rounds, args.workers)
     print(
         f"\n2. Receiver under gunicorn, {args.workers} sync workers per server, 4 concurrent "
-        f"clients, median of {args.rounds} interleaved runs of {args.seconds:g}s"
+        f"clients; medians of {args.rounds} back-to-back pairs of {args.seconds:g}s runs "
+        "(open handler, then the same handler protected; same request)"
     )
     print("   A: M2M_JWT_CACHE_SECONDS=0 (every JWT fully checked), no opaque cache")
     print("   B: defaults + M2M_VERIFY_CACHE_SECONDS=60 (the same JWT / opaque token reused)")
-    print(f"   {'variant':22s}  {'req/s':>7s}  {'receiver CPU per request':>24s}")
-    for name, (rate, cpu) in results.items():
-        print(f"   {name:22s}  {rate:7.0f}  {cpu * 1e6:21.0f} us")
-    print("   ratios (req/s ratio; CPU-cost ratio = open CPU / protected CPU, robust to noise)")
-    comparisons = [
-        ("A jwt, full check", "A open", None),
-        ("A opaque, no cache", "A open", None),
-        ("B jwt, remembered", "B open", 0.85),
-        ("B opaque, cached", "B open", 0.85),
-    ]
-    for name, base, goal in comparisons:
-        rate_ratio = results[name][0] / results[base][0]
-        cpu_ratio = results[base][1] / results[name][1]
-        goal_text = "" if goal is None else f"  req/s {verdict(rate_ratio, goal)}"
-        print(f"   {name + ' / open':28s}: {rate_ratio:5.2f}  CPU {cpu_ratio:5.2f}{goal_text}")
+    print(
+        f"   {'protected by':20s} {'open req/s':>10s} {'req/s':>7s} {'ratio':>6s}"
+        f" {'open CPU/req':>13s} {'CPU/req':>8s} {'CPU ratio':>9s}"
+    )
+    for r in results:
+        goal = "" if r["goal"] is None else verdict(r["rate_ratio"], r["goal"])
+        print(
+            f"   {r['name']:20s} {r['open_rate']:10.0f} {r['rate']:7.0f} {r['rate_ratio']:6.2f}"
+            f" {r['open_cpu'] * 1e6:10.0f} us {r['cpu'] * 1e6:5.0f} us {r['cpu_ratio']:9.2f}"
+            f"  {goal}"
+        )
+    print("   (CPU ratio = receiver CPU per open request / per protected request: the capacity")
+    print("    ratio on a dedicated machine, robust to other load; opaque excludes issuer CPU)")
 
 
 def verdict(value: float, goal: float, sense: str = ">=") -> str:

@@ -49,6 +49,7 @@ class VerifierConfig:
     leeway: float = MAX_LEEWAY_SECONDS  # seconds of clock skew tolerated on exp/nbf/iat
     cache_seconds: float = 0  # positive-result cache for opaque tokens; 0 is off
     cache_max_entries: int = 10_000
+    jwt_cache_seconds: float = 60  # remember verified JWTs (callers reuse them); 0 is off
     issuer_timeout: float = 5  # seconds, for every call to the issuer
     retry_after: int = 5  # seconds, sent with 503 answers
     jwks_lifespan: float = 300
@@ -132,11 +133,8 @@ class M2MVerifier:
         self.config = config
         self._session = session or pooled_session(config.pool_size)
         self._keys = keys or self._default_keys()
-        self._cache: VerifyCache[VerifiedToken] | None = (
-            VerifyCache(config.cache_seconds, config.cache_max_entries)
-            if config.cache_seconds > 0
-            else None
-        )
+        self._cache = _cache_or_none(config.cache_seconds, config.cache_max_entries)
+        self._jwt_cache = _cache_or_none(config.jwt_cache_seconds, config.cache_max_entries)
         self._verify_url = f"{config.api_url}/m2m_tokens/verify"
         self._issuer_auth = {"Authorization": f"Bearer {config.machine_secret_key}"}
         self._jwt_options: Any = {"require": REQUIRED_CLAIMS, "verify_aud": False}
@@ -148,7 +146,7 @@ class M2MVerifier:
         if len(token) > MAX_TOKEN_LENGTH:
             raise InvalidTokenError("token is too long")
         if _JWS_SHAPE.fullmatch(token):
-            verified = self.verify_jwt(token)
+            verified = self._verify_jwt_cached(token)
         elif _OPAQUE_SHAPE.fullmatch(token):
             verified = self.verify_opaque(token)
         else:
@@ -159,6 +157,21 @@ class M2MVerifier:
         return verified
 
     # JWT: local verification
+
+    def _verify_jwt_cached(self, token: str) -> VerifiedToken:
+        """verify_jwt, remembering successes until `jwt_cache_seconds` or the token's `exp`.
+
+        A JWT's verdict only changes when it expires or its key leaves the JWKS, which the key
+        cache notices only after its own lifespan anyway; re-checking the signature of a token
+        the same caller sends again buys nothing.
+        """
+        if self._jwt_cache is None:
+            return self.verify_jwt(token)
+        verified = self._jwt_cache.get(token)
+        if verified is None:
+            verified = self.verify_jwt(token)
+            self._jwt_cache.put(token, verified, verified.expiration / 1000)
+        return verified
 
     def verify_jwt(self, token: str) -> VerifiedToken:
         """Check signature (RS256, key chosen by kid), registered claims, category and audience."""
@@ -308,6 +321,10 @@ class M2MVerifier:
         )
         response.raise_for_status()
         return response.json()
+
+
+def _cache_or_none(seconds: float, max_entries: int) -> VerifyCache[VerifiedToken] | None:
+    return VerifyCache(seconds, max_entries) if seconds > 0 else None
 
 
 def pooled_session(pool_size: int) -> requests.Session:

@@ -39,6 +39,7 @@ def receiver_env(issuer: RunningApp, **extra: str) -> dict[str, str]:
         "M2M_ISSUER_TIMEOUT_SECONDS": "2",
         "M2M_JWKS_COOLDOWN_SECONDS": str(COOLDOWN),
         "M2M_JWKS_LIFESPAN_SECONDS": str(LIFESPAN),
+        "M2M_JWT_CACHE_SECONDS": "0",  # every JWT is checked against the keys, none remembered
         **extra,
     }
 

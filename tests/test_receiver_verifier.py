@@ -350,7 +350,40 @@ def test_receiver_named_in_aud_or_scopes_alone_is_enough(client, audience):
     assert response.status_code == 200
 
 
-def test_jwks_is_fetched_once_for_many_jwts(client, fake_issuer):
+@pytest.mark.parametrize("token", ["hello", "mt_", "a.b", "a.b.c.d", "mt_x.y", "Zm9v"])
+def test_token_of_neither_shape_is_rejected_without_any_network_call(client, fake_issuer, token):
+    response = client.post("/receive", headers=bearer(token))
+    assert response.headers["WWW-Authenticate"] == invalid("token format is not recognised")
+    assert (fake_issuer.verify_calls, fake_issuer.jwks_fetches) == ([], 0)
+
+
+@pytest.mark.parametrize("cache_seconds,decodes", [("60", 1), ("0", 3)])
+def test_verified_jwts_are_remembered_only_when_the_jwt_cache_is_on(
+    make_client, monkeypatch, cache_seconds, decodes
+):
+    client = make_client(M2M_JWT_CACHE_SECONDS=cache_seconds)
+    calls = []
+    real_decode = jwt.decode_complete
+    monkeypatch.setattr(
+        jwt, "decode_complete", lambda *a, **k: calls.append(1) or real_decode(*a, **k)
+    )
+    token = make_jwt()
+    for _ in range(3):
+        assert client.post("/receive", headers=bearer(token)).status_code == 200
+    assert len(calls) == decodes
+
+
+def test_remembered_jwt_still_meets_the_allowlist(make_client):
+    client = make_client(M2M_ALLOWED_CALLERS=OTHER_ID)
+    token = make_jwt()
+    assert [client.post("/receive", headers=bearer(token)).status_code for _ in range(2)] == [
+        403,
+        403,
+    ]
+
+
+def test_jwks_is_fetched_once_for_many_jwts(make_client, fake_issuer):
+    client = make_client(M2M_JWT_CACHE_SECONDS="0")
     for _ in range(5):
         assert client.post("/receive", headers=bearer(make_jwt())).status_code == 200
     assert fake_issuer.jwks_fetches == 1

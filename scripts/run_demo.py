@@ -64,7 +64,8 @@ class App:
         module = MODULES[self.name]
         if self.server == "gunicorn":
             return [sys.executable, "-m", "gunicorn", "--workers", "2", "--bind",
-                    f"{HOST}:{self.port}", f"{module}:create_app()"]  # fmt: skip
+                    f"{HOST}:{self.port}", "--no-control-socket",
+                    f"{module}:create_app()"]  # fmt: skip
         return [sys.executable, "-m", "flask", "--app", module, "run", "--host", HOST,
                 "--port", str(self.port), "--no-reload"]  # fmt: skip
 

@@ -50,8 +50,11 @@ def server_args(app: str, port: int, server: str, workers: int) -> list[str]:
         return [sys.executable, "-m", "flask", "--app", app, "run", "--host", "127.0.0.1",
                 "--port", str(port), "--no-reload"]  # fmt: skip
     if server == "gunicorn":
+        # --no-control-socket: gunicorn 27 otherwise makes every instance share one socket
+        # under ~/.gunicorn, and concurrent test servers take it over from each other.
         return [sys.executable, "-m", "gunicorn", "--workers", str(workers), "--bind",
-                f"127.0.0.1:{port}", "--graceful-timeout", "5", f"{app}:create_app()"]  # fmt: skip
+                f"127.0.0.1:{port}", "--graceful-timeout", "5", "--no-control-socket",
+                f"{app}:create_app()"]  # fmt: skip
     raise ValueError(f"unknown server {server!r}")
 
 

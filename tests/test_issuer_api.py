@@ -171,6 +171,25 @@ def test_min_remaining_ttl_skips_revoked_tokens(client):
     assert mint(client, key, min_remaining_ttl_seconds=10)["id"] != first["id"]
 
 
+def test_tokens_not_minted_for_reuse_are_stored_as_a_hash_alone(app, client):
+    machine = new_machine(client, "hash-only", scoped_machines=[RECEIVER.id])
+    key = machine["secret_key"]
+    plain = mint(client, key)
+    reusable = mint(client, key, min_remaining_ttl_seconds=10)
+    assert reusable["id"] != plain["id"]  # the hash-only token cannot be handed out again
+    conn = db.connect(app.config["MOCK_ISSUER_DB"])
+    rows = {
+        row["id"]: row
+        for row in conn.execute(
+            "SELECT id, token_hash, wrapped FROM m2m_tokens WHERE subject = ?", (machine["id"],)
+        )
+    }
+    assert rows[plain["id"]]["wrapped"] is None
+    assert rows[reusable["id"]]["wrapped"] is not None
+    stored = " ".join(str(value) for row in rows.values() for value in tuple(row))
+    assert plain["token"] not in stored and reusable["token"] not in stored
+
+
 def test_min_remaining_ttl_not_less_than_lifetime_is_400(client):
     resp = client.post(
         "/v1/m2m_tokens",

@@ -97,7 +97,7 @@ def test_restart_keeps_machines_tokens_and_signing_keys(start_issuer):
         headers=SK,
         timeout=TIMEOUT,
     ).json()
-    opaque = mint(issuer.url)
+    opaque = mint(issuer.url, min_remaining_ttl_seconds=60)
     jwt_token = mint(issuer.url, token_format="jwt")["token"]
     keys_before = jwks(issuer.url)
 

@@ -23,7 +23,7 @@ def client(tmp_path) -> FlaskClient:
 
 
 def test_usage_counts_creations_and_verifications_by_format_and_outcome(client):
-    opaque = mint(client)
+    opaque = mint(client, min_remaining_ttl_seconds=5)  # a creation: nothing to reuse yet
     jwt_token = mint(client, token_format="jwt")
     mint(client, key=OUTSIDER.secret_key)
     assert verify(client, opaque["token"]).status_code == 200

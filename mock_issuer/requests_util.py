@@ -18,6 +18,23 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _finite_float(text: str) -> float:
+    """A JSON number as a float; `1e400` overflows to infinity, which JSON cannot carry."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError("number out of range")
+    return value
+
+
+def _is_valid_unicode(data: Any) -> bool:
+    """False when a string holds a lone surrogate (`"\\ud800"`): it cannot be stored or hashed."""
+    try:
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def json_body(allowed: set[str], *, required: bool = True) -> dict[str, Any]:
     """The request's JSON object; unknown fields, non-objects and malformed JSON are 400s.
     An empty body counts as `{}` when the route has no required body."""
@@ -27,9 +44,13 @@ def json_body(allowed: set[str], *, required: bool = True) -> dict[str, Any]:
             raise body_invalid("a JSON object is required")
         return {}
     try:
-        data = json.loads(raw, parse_constant=_reject_constant)
+        data = json.loads(raw, parse_constant=_reject_constant, parse_float=_finite_float)
     except (ValueError, UnicodeDecodeError) as exc:
         raise body_invalid("malformed JSON") from exc
+    except RecursionError as exc:
+        raise body_invalid("the JSON is nested too deeply") from exc
+    if not _is_valid_unicode(data):
+        raise body_invalid("strings must be valid Unicode (no lone surrogates)")
     if not isinstance(data, dict):
         raise body_invalid("the body must be a JSON object")
     unknown = sorted(set(data) - allowed)

@@ -14,7 +14,10 @@ bp = Blueprint("receiver", __name__)
 @require_m2m
 def receive() -> ResponseReturnValue:
     """Accept a message from another machine and say who sent it with which token."""
-    body = request.get_json(silent=True)
+    try:
+        body = request.get_json(silent=True)
+    except RecursionError:  # nested too deeply to parse: as unusable as malformed JSON
+        body = None
     if body is None:
         body = {}
     message = body.get("message") if isinstance(body, dict) else None

@@ -10,6 +10,7 @@ import math
 from typing import Any
 
 from flask import request
+from werkzeug.exceptions import HTTPException
 
 from .errors import body_invalid, invalid_param, missing_param
 
@@ -35,10 +36,21 @@ def _is_valid_unicode(data: Any) -> bool:
     return True
 
 
+def _raw_body() -> bytes:
+    """The request body; a body the server cannot read (gunicorn's reader raising on a broken
+    chunked encoding) is the client's fault: 400, not 500."""
+    try:
+        return request.get_data(cache=True)
+    except HTTPException:
+        raise
+    except Exception as exc:
+        raise body_invalid("the request body could not be read") from exc
+
+
 def json_body(allowed: set[str], *, required: bool = True) -> dict[str, Any]:
     """The request's JSON object; unknown fields, non-objects and malformed JSON are 400s.
     An empty body counts as `{}` when the route has no required body."""
-    raw = request.get_data(cache=True)
+    raw = _raw_body()
     if not raw.strip():
         if required:
             raise body_invalid("a JSON object is required")

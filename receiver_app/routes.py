@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify, request
 from flask.typing import ResponseReturnValue
+from werkzeug.exceptions import HTTPException
 
 from .auth import current_token, require_m2m
 
@@ -18,6 +19,12 @@ def receive() -> ResponseReturnValue:
         body = request.get_json(silent=True)
     except RecursionError:  # nested too deeply to parse: as unusable as malformed JSON
         body = None
+    except HTTPException:
+        raise
+    except Exception:  # the server could not read the body (gunicorn: broken chunked encoding)
+        return jsonify(
+            error="invalid_request", error_description="the request body could not be read"
+        ), 400
     if body is None:
         body = {}
     message = body.get("message") if isinstance(body, dict) else None

@@ -10,11 +10,13 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+import psutil
 import pytest
 import requests
 
 from tests.conftest import CALLER, RECEIVER, TEST_SECRET_KEY, issuer_env
-from tests.harness import free_port
+from tests.faults_client import IssuerFaults
+from tests.harness import free_port, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -138,3 +140,41 @@ def test_verification_never_passes_once_a_parallel_revoke_has_answered(gunicorn_
         rejected_after += sum(a.sent > revoked_at[0] and a.status == 404 for a in attempts)
     assert late_accepts == 0
     assert accepted_before > 0 and rejected_after > 0  # the race really was run
+
+
+def test_env_faults_apply_once_are_shared_by_workers_and_survive_a_worker_replacement(
+    start, tmp_path
+):
+    """Three gunicorn workers started with MOCK_ISSUER_FAULTS and MOCK_ISSUER_RATE_LIMIT: one
+    log line turns them on, the share and the rate limit are counted across workers, and a
+    worker gunicorn replaces after a crash keeps faults set at run time."""
+    if (left := 3600 - time.time() % 3600) < 10:
+        time.sleep(left + 0.1)  # the rate-limit window is this clock hour
+    port = free_port()
+    env = issuer_env(tmp_path / "issuer", MOCK_ISSUER_URL=f"http://127.0.0.1:{port}",
+                     MOCK_ISSUER_FAULTS='[{"route": "GET /v1/jwks", "status": 503, "share": 0.5}]',
+                     MOCK_ISSUER_RATE_LIMIT="30/3600s")  # fmt: skip
+    issuer = start("mock_issuer", env, server="gunicorn", workers=3, port=port)
+    assert issuer.log_text().count("fault injection ON from the environment") == 1
+
+    def get_jwks(_: int) -> int:
+        return requests.get(f"{issuer.url}/v1/jwks", headers=SK, timeout=TIMEOUT).status_code
+
+    def create(_: int) -> requests.Response:
+        return requests.post(f"{issuer.url}/v1/m2m_tokens", json={}, headers=AK, timeout=TIMEOUT)
+
+    with ThreadPoolExecutor(max_workers=5) as pool:
+        jwks = list(pool.map(get_jwks, range(10)))
+        creations = list(pool.map(create, range(25)))
+    assert sorted(jwks) == [200] * 5 + [503] * 5
+    assert sorted(r.status_code for r in creations) == [201] * 20 + [429] * 5
+    assert all(r.headers["Retry-After"].isdigit() for r in creations if r.status_code == 429)
+
+    faults = IssuerFaults(issuer.url, TEST_SECRET_KEY)
+    faults.set("POST /m2m_tokens", status=500)
+    worker = psutil.Process(issuer.pid).children()[0]
+    worker.kill()
+    worker.wait(timeout=10)
+    assert wait_until(lambda: issuer.log_text().count("mock_issuer ready") == 4, timeout=20)
+    assert faults.rule()["route"] == "POST /m2m_tokens"  # not reset to the environment's
+    assert faults.state()["rate_limit"] is None

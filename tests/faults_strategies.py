@@ -48,7 +48,9 @@ JSON_TEXT = st.one_of(TEXT, st.sampled_from(["\ud800", "a\udfffb", "\udc00\ud800
 SCALARS = st.one_of(st.none(), st.booleans(), NUMBERS, JSON_TEXT)
 JSON_VALUES = st.recursive(
     SCALARS,
-    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(JSON_TEXT, inner, max_size=4)),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4), st.dictionaries(JSON_TEXT, inner, max_size=4)
+    ),
     max_leaves=12,
 )
 

@@ -304,8 +304,8 @@ def test_issuer_never_answers_5xx_always_uses_the_envelope_and_rejects_without_w
     ids=["nested-array", "nested-claims", "overflowing-float", "lone-surrogate", "surrogate-key"],
 )  # fmt: skip
 def test_body_the_issuer_cannot_represent_is_a_400_naming_the_problem(issuer_under_test, body):
-    """Found while building this campaign: these were 500s (RecursionError, a stored `Infinity` that is not
-    JSON, UnicodeEncodeError in SQLite and in the token hash)."""
+    """Found while building this campaign: these were 500s (RecursionError, UnicodeEncodeError
+    in SQLite and in the token hash) or a stored `Infinity`, which is not JSON."""
     resp = issuer_under_test.client.post(
         "/v1/m2m_tokens", data=body, headers={"Authorization": f"Bearer {CALLER.secret_key}"}
     )

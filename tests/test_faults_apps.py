@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 import requests
+from xprocess.xprocess import XPROCESS_BLOCK_DELIMITER
 
 from tests.conftest import CALLER, OUTSIDER, RECEIVER, TEST_SECRET_KEY, issuer_env
 from tests.faults_client import IssuerFaults
@@ -84,6 +85,12 @@ def new_caller(start, issuer, receiver):
     return _new_caller
 
 
+def run_log(app: RunningApp) -> str:
+    """The log of the process's latest start only (xprocess appends runs to one file, and a
+    port, hence a log, can be reused from an earlier test session)."""
+    return app.log_text().rsplit(XPROCESS_BLOCK_DELIMITER, 1)[-1]
+
+
 def mint(issuer: RunningApp, machine=CALLER, **body: Any) -> str:
     resp = requests.post(f"{issuer.url}/v1/m2m_tokens", json=body, timeout=TIMEOUT,
                          headers={"Authorization": f"Bearer {machine.secret_key}"})  # fmt: skip
@@ -123,7 +130,7 @@ def test_caller_waits_out_429s_with_retry_after_and_sends_once_they_stop(new_cal
     assert resp.status_code == 200, resp.text
     assert faults.count(CREATE) == 3  # two 429s, then the creation
     assert faults.rule()["faulted"] == 2
-    assert caller.log_text().count("the issuer answered 429; retry") == 2
+    assert run_log(caller).count("the issuer answered 429; retry") == 2
 
 
 def test_concurrent_sends_during_an_outage_make_one_bounded_retry_sequence(new_caller, faults):
@@ -161,7 +168,7 @@ def test_hanging_issuer_is_abandoned_at_the_timeout_and_the_retry_succeeds(new_c
     assert resp.status_code == 200, resp.text
     assert time.monotonic() - started < 25  # it did not wait for the hang to end
     assert faults.count(CREATE) == 2
-    assert "ReadTimeout" in caller.log_text()
+    assert "ReadTimeout" in run_log(caller)
 
 
 def test_every_second_creation_failing_never_reaches_the_sender(new_caller, faults):

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import psutil
 import pytest
 import requests
+from xprocess.xprocess import XPROCESS_BLOCK_DELIMITER
 
 from tests.conftest import CALLER, RECEIVER, TEST_SECRET_KEY, issuer_env
 from tests.faults_client import IssuerFaults
@@ -36,6 +37,11 @@ def gunicorn_issuer(start, tmp_path):
     port = free_port()
     env = issuer_env(tmp_path / "issuer", MOCK_ISSUER_URL=f"http://127.0.0.1:{port}")
     return start("mock_issuer", env, server="gunicorn", workers=3, port=port)
+
+
+def run_log(app) -> str:
+    """The log of the process's latest start only (xprocess appends runs to one file)."""
+    return app.log_text().rsplit(XPROCESS_BLOCK_DELIMITER, 1)[-1]
 
 
 def integrity(db_path: str) -> tuple[str, list]:
@@ -155,7 +161,7 @@ def test_env_faults_apply_once_are_shared_by_workers_and_survive_a_worker_replac
                      MOCK_ISSUER_FAULTS='[{"route": "GET /v1/jwks", "status": 503, "share": 0.5}]',
                      MOCK_ISSUER_RATE_LIMIT="30/3600s")  # fmt: skip
     issuer = start("mock_issuer", env, server="gunicorn", workers=3, port=port)
-    assert issuer.log_text().count("fault injection ON from the environment") == 1
+    assert run_log(issuer).count("fault injection ON from the environment") == 1
 
     def get_jwks(_: int) -> int:
         return requests.get(f"{issuer.url}/v1/jwks", headers=SK, timeout=TIMEOUT).status_code
@@ -172,9 +178,10 @@ def test_env_faults_apply_once_are_shared_by_workers_and_survive_a_worker_replac
 
     faults = IssuerFaults(issuer.url, TEST_SECRET_KEY)
     faults.set("POST /m2m_tokens", status=500)
+    assert wait_until(lambda: run_log(issuer).count("mock_issuer ready") == 3, timeout=20)
     worker = psutil.Process(issuer.pid).children()[0]
     worker.kill()
     worker.wait(timeout=10)
-    assert wait_until(lambda: issuer.log_text().count("mock_issuer ready") == 4, timeout=20)
+    assert wait_until(lambda: run_log(issuer).count("mock_issuer ready") == 4, timeout=20)
     assert faults.rule()["route"] == "POST /m2m_tokens"  # not reset to the environment's
     assert faults.state()["rate_limit"] is None

@@ -51,6 +51,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     _register_blueprints(app)
     _register_cli(app)
     _prepare_storage(app)
+    from . import faults  # fault injection and rate-limit emulation (ours, off by default)
+
+    faults.init_app(app)
 
     @app.get("/healthz")
     def healthz() -> Any:

@@ -30,4 +30,7 @@ def from_env(instance_path: str) -> dict[str, Any]:
         or str(Path(instance_path) / "mock_issuer.db"),
         "MOCK_ISSUER_SEED": os.environ.get("MOCK_ISSUER_SEED", ""),
         "MAX_CONTENT_LENGTH": MAX_BODY_BYTES,
+        # Fault injection and rate-limit emulation (ours, off by default): see faults.py.
+        "MOCK_ISSUER_FAULTS": os.environ.get("MOCK_ISSUER_FAULTS", ""),
+        "MOCK_ISSUER_RATE_LIMIT": os.environ.get("MOCK_ISSUER_RATE_LIMIT", ""),
     }

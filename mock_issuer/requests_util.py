@@ -10,6 +10,7 @@ import math
 from typing import Any
 
 from flask import request
+from werkzeug.exceptions import HTTPException
 
 from .errors import body_invalid, invalid_param, missing_param
 
@@ -18,18 +19,50 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _finite_float(text: str) -> float:
+    """A JSON number as a float; `1e400` overflows to infinity, which JSON cannot carry."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError("number out of range")
+    return value
+
+
+def _is_valid_unicode(data: Any) -> bool:
+    """False when a string holds a lone surrogate (`"\\ud800"`): it cannot be stored or hashed."""
+    try:
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _raw_body() -> bytes:
+    """The request body; a body the server cannot read (gunicorn's reader raising on a broken
+    chunked encoding) is the client's fault: 400, not 500."""
+    try:
+        return request.get_data(cache=True)
+    except HTTPException:
+        raise
+    except Exception as exc:
+        raise body_invalid("the request body could not be read") from exc
+
+
 def json_body(allowed: set[str], *, required: bool = True) -> dict[str, Any]:
     """The request's JSON object; unknown fields, non-objects and malformed JSON are 400s.
     An empty body counts as `{}` when the route has no required body."""
-    raw = request.get_data(cache=True)
+    raw = _raw_body()
     if not raw.strip():
         if required:
             raise body_invalid("a JSON object is required")
         return {}
     try:
-        data = json.loads(raw, parse_constant=_reject_constant)
+        data = json.loads(raw, parse_constant=_reject_constant, parse_float=_finite_float)
     except (ValueError, UnicodeDecodeError) as exc:
         raise body_invalid("malformed JSON") from exc
+    except RecursionError as exc:
+        raise body_invalid("the JSON is nested too deeply") from exc
+    if not _is_valid_unicode(data):
+        raise body_invalid("strings must be valid Unicode (no lone surrogates)")
     if not isinstance(data, dict):
         raise body_invalid("the body must be a JSON object")
     unknown = sorted(set(data) - allowed)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify, request
 from flask.typing import ResponseReturnValue
+from werkzeug.exceptions import HTTPException
 
 from .auth import current_token, require_m2m
 
@@ -14,7 +15,16 @@ bp = Blueprint("receiver", __name__)
 @require_m2m
 def receive() -> ResponseReturnValue:
     """Accept a message from another machine and say who sent it with which token."""
-    body = request.get_json(silent=True)
+    try:
+        body = request.get_json(silent=True)
+    except RecursionError:  # nested too deeply to parse: as unusable as malformed JSON
+        body = None
+    except HTTPException:
+        raise
+    except Exception:  # the server could not read the body (gunicorn: broken chunked encoding)
+        return jsonify(
+            error="invalid_request", error_description="the request body could not be read"
+        ), 400
     if body is None:
         body = {}
     message = body.get("message") if isinstance(body, dict) else None

@@ -1,0 +1,281 @@
+"""The caller and the receiver against a mock issuer that fails on purpose, as real processes.
+
+The caller's backoff and single flight hold under injected 429s, 503s, latency and hangs (the
+issuer counts every request it receives, so a retry storm would show); the receiver answers 503
+with Retry-After while opaque verification fails, keeps verifying JWTs, and recovers by itself.
+The last test scans the logs of every process this module started for every key and token.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+import requests
+from xprocess.xprocess import XPROCESS_BLOCK_DELIMITER
+
+from tests.conftest import CALLER, OUTSIDER, RECEIVER, TEST_SECRET_KEY, issuer_env
+from tests.faults_client import IssuerFaults
+from tests.harness import RunningApp, free_port, start_app
+
+pytestmark = pytest.mark.e2e
+
+TIMEOUT = 15
+CREATE = "POST /m2m_tokens"
+VERIFY = "POST /m2m_tokens/verify"
+STARTED: list[RunningApp] = []  # every process of this module, for the log scan at the end
+MINTED: list[str] = []  # every token the tests minted themselves
+
+
+@pytest.fixture(scope="module")
+def issuer(xprocess, tmp_path_factory):
+    port = free_port()
+    env = issuer_env(
+        tmp_path_factory.mktemp("faults-apps"), MOCK_ISSUER_URL=f"http://127.0.0.1:{port}"
+    )
+    app = start_app(xprocess, "mock_issuer", env, port=port)  # threaded: a hang blocks one thread
+    STARTED.append(app)
+    yield app
+    app.stop()
+
+
+@pytest.fixture(scope="module")
+def receiver(xprocess, issuer):
+    env = {
+        "CLERK_API_URL": issuer.url,
+        "CLERK_MACHINE_SECRET_KEY": RECEIVER.secret_key,
+        "CLERK_MACHINE_ID": RECEIVER.id,
+        "M2M_VERIFY_CACHE_SECONDS": "0",  # every opaque token goes to the issuer
+        "M2M_ISSUER_TIMEOUT_SECONDS": "1",
+    }
+    app = start_app(xprocess, "receiver_app", env)
+    STARTED.append(app)
+    yield app
+    app.stop()
+
+
+@pytest.fixture
+def faults(issuer) -> Any:
+    faults = IssuerFaults(issuer.url, TEST_SECRET_KEY)
+    faults.count_requests()
+    yield faults
+    faults.clear()
+
+
+@pytest.fixture
+def new_caller(start, issuer, receiver):
+    """A caller with a cold token cache and its own settings."""
+
+    def _new_caller(**extra: str) -> RunningApp:
+        env = {
+            "CLERK_API_URL": issuer.url,
+            "CLERK_MACHINE_SECRET_KEY": CALLER.secret_key,
+            "RECEIVER_URL": receiver.url,
+            "M2M_TOKEN_TTL_SECONDS": "300",
+            **extra,
+        }
+        app = start("caller_app", env)
+        STARTED.append(app)
+        return app
+
+    return _new_caller
+
+
+def run_log(app: RunningApp) -> str:
+    """The log of the process's latest start only (xprocess appends runs to one file, and a
+    port, hence a log, can be reused from an earlier test session)."""
+    return app.log_text().rsplit(XPROCESS_BLOCK_DELIMITER, 1)[-1]
+
+
+def mint(issuer: RunningApp, machine=CALLER, **body: Any) -> str:
+    resp = requests.post(f"{issuer.url}/v1/m2m_tokens", json=body, timeout=TIMEOUT,
+                         headers={"Authorization": f"Bearer {machine.secret_key}"})  # fmt: skip
+    assert resp.status_code == 201, resp.text
+    MINTED.append(resp.json()["token"])
+    return resp.json()["token"]
+
+
+def receive(receiver: RunningApp, token: str) -> requests.Response:
+    return requests.post(f"{receiver.url}/receive", json={"message": "hi"}, timeout=TIMEOUT,
+                         headers={"Authorization": f"Bearer {token}"})  # fmt: skip
+
+
+def send(caller: RunningApp, fmt: str = "opaque") -> requests.Response:
+    return requests.get(f"{caller.url}/send?format={fmt}", timeout=TIMEOUT + 10)
+
+
+def burst(fn, n: int) -> list[Any]:
+    """Run `fn` n times at once (threads released together by a barrier)."""
+    barrier = threading.Barrier(n)
+
+    def one(_: int) -> Any:
+        barrier.wait()
+        return fn()
+
+    with ThreadPoolExecutor(max_workers=n) as pool:
+        return list(pool.map(one, range(n)))
+
+
+# ---- the caller ----
+
+
+def test_caller_waits_out_429s_with_retry_after_and_sends_once_they_stop(new_caller, faults):
+    caller = new_caller()
+    faults.set(CREATE, status=429, retry_after=1, count=2)
+    resp = send(caller)
+    assert resp.status_code == 200, resp.text
+    assert faults.count(CREATE) == 3  # two 429s, then the creation
+    assert faults.rule()["faulted"] == 2
+    assert run_log(caller).count("the issuer answered 429; retry") == 2
+
+
+def test_concurrent_sends_during_an_outage_make_one_bounded_retry_sequence(new_caller, faults):
+    """Twelve sends at once on a cold cache while every creation answers 503: one flight of
+    three attempts (not 12 x 3), every send answers 503 with Retry-After, and the first send
+    after the outage creates exactly one token."""
+    caller = new_caller(M2M_ISSUER_MAX_ATTEMPTS="3")
+    faults.set(CREATE, status=503, retry_after=1)
+    answers = burst(lambda: send(caller), 12)
+    assert [r.status_code for r in answers] == [503] * 12
+    assert all(r.headers["Retry-After"].isdigit() for r in answers)
+    assert {r.json()["error"] for r in answers} == {"issuer_unavailable"}
+    assert faults.count(CREATE) == 3
+
+    faults.count_requests()  # the outage ends; counting goes on from zero rule counters
+    before = faults.count(CREATE)
+    assert [r.status_code for r in burst(lambda: send(caller), 6)] == [200] * 6
+    assert faults.count(CREATE) == before + 1
+
+
+def test_slow_issuer_is_waited_for_and_concurrent_sends_share_one_creation(new_caller, faults):
+    caller = new_caller()
+    faults.set(CREATE, latency_ms=1500)
+    answers = burst(lambda: send(caller, "jwt"), 8)
+    assert [r.status_code for r in answers] == [200] * 8
+    assert len({r.json()["token"]["id"] for r in answers}) == 1
+    assert faults.count(CREATE) == 1
+
+
+def test_hanging_issuer_is_abandoned_at_the_timeout_and_the_retry_succeeds(new_caller, faults):
+    caller = new_caller(M2M_HTTP_TIMEOUT_SECONDS="1.5")
+    faults.set(CREATE, hang_seconds=30, count=1)
+    started = time.monotonic()
+    resp = send(caller)
+    assert resp.status_code == 200, resp.text
+    assert time.monotonic() - started < 25  # it did not wait for the hang to end
+    assert faults.count(CREATE) == 2
+    assert "ReadTimeout" in run_log(caller)
+
+
+def test_every_second_creation_failing_never_reaches_the_sender(new_caller, faults):
+    caller = new_caller()
+    faults.set(CREATE, status=500, share=0.5)
+    assert send(caller, "opaque").status_code == 200  # 1st creation passes
+    assert send(caller, "jwt").status_code == 200  # 2nd answers 500, the retry passes
+    assert faults.count(CREATE) == 3 and faults.rule()["faulted"] == 1
+
+
+# ---- the receiver ----
+
+
+def test_receiver_answers_503_while_opaque_verification_fails_and_recovers_by_itself(
+    issuer, receiver, faults
+):
+    opaque, jwt_token = mint(issuer), mint(issuer, token_format="jwt")
+    assert receive(receiver, jwt_token).status_code == 200  # keys cached
+    faults.set(VERIFY, status=503, retry_after=3)
+    for _ in range(3):
+        resp = receive(receiver, opaque)
+        assert resp.status_code == 503
+        assert resp.headers["Retry-After"].isdigit()
+        assert "WWW-Authenticate" not in resp.headers  # not the token's fault
+        assert resp.json()["error"] == "temporarily_unavailable"
+        assert receive(receiver, jwt_token).status_code == 200  # JWTs need no issuer
+    assert faults.count(VERIFY) == 3  # one verification per request: the receiver never retries
+    faults.clear()
+    assert receive(receiver, opaque).status_code == 200  # no restart needed
+
+
+def test_receiver_passes_on_the_issuers_retry_after_when_rate_limited(issuer, receiver, faults):
+    opaque = mint(issuer)
+    faults.set(VERIFY, status=429, retry_after=7)
+    resp = receive(receiver, opaque)
+    assert resp.status_code == 503
+    assert resp.headers["Retry-After"] == "7"
+
+
+def test_issuer_failing_everywhere_leaves_jwt_verification_working(issuer, receiver, faults):
+    opaque, jwt_token = mint(issuer), mint(issuer, token_format="jwt")
+    receive(receiver, jwt_token)
+    faults.set("*", status=500)
+    assert receive(receiver, jwt_token).status_code == 200
+    assert receive(receiver, opaque).status_code == 503
+    forged = jwt_token[:-4] + ("AAAA" if not jwt_token.endswith("AAAA") else "BBBB")
+    assert receive(receiver, forged).status_code == 401  # still checked, not waved through
+
+
+def test_issuer_hanging_on_verification_gives_a_503_at_the_receivers_timeout(
+    issuer, receiver, faults
+):
+    opaque = mint(issuer)
+    faults.set(VERIFY, hang_seconds=30)
+    started = time.monotonic()
+    resp = receive(receiver, opaque)
+    assert resp.status_code == 503
+    assert time.monotonic() - started < 25  # gave up at its 1 s timeout, not at the hang's end
+
+
+def test_send_through_a_failing_verification_names_the_receiver(new_caller, faults):
+    caller = new_caller()
+    faults.set(VERIFY, status=503)
+    resp = send(caller)
+    assert resp.status_code == 502
+    body = resp.json()
+    assert body["error"] == "receiver_error" and body["receiver_status"] == 503
+    faults.clear()
+    assert send(caller).status_code == 200
+
+
+# ---- secrets in logs ----
+
+OPAQUE_SECRET = re.compile(r"mt_[0-9a-f]{64}")
+JWT_SHAPE = re.compile(r"eyJ[A-Za-z0-9_-]+\.eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
+KEY_SHAPE = re.compile(r"\b(?:sk|ak)_(?:test_|live_)?[A-Za-z0-9]{16,}")
+
+
+def test_no_log_of_any_process_holds_a_key_or_a_token(issuer, receiver, new_caller, faults):
+    """After everything above (or on its own, this short run): every log of the issuer, the
+    receiver and each caller, scanned for the keys, every token minted here, and anything
+    shaped like an opaque token secret, a JWT or a key (the callers' own tokens)."""
+    caller = new_caller()
+    for token_format in ("opaque", "jwt"):
+        assert send(caller, token_format).status_code == 200
+    revoked = mint(issuer)
+    sk = {"Authorization": f"Bearer {TEST_SECRET_KEY}"}
+    listed = requests.get(
+        f"{issuer.url}/m2m_tokens?subject={CALLER.id}", headers=sk, timeout=TIMEOUT
+    ).json()
+    for token in listed["m2m_tokens"][:3]:
+        url = f"{issuer.url}/m2m_tokens/{token['id']}/revoke"
+        requests.post(url, json={}, headers=sk, timeout=TIMEOUT)
+    receive(receiver, revoked)
+    receive(receiver, mint(issuer, OUTSIDER))
+    receive(receiver, revoked[:-3] + "zzz")
+    faults.set(CREATE, status=503, count=1)
+    assert send(new_caller(), "jwt").status_code == 200
+
+    secrets = {TEST_SECRET_KEY, CALLER.secret_key, RECEIVER.secret_key, OUTSIDER.secret_key}
+    secrets.update(MINTED)
+    assert len(STARTED) >= 4
+    for app in STARTED:
+        log = app.log_text()
+        assert log, f"{app.name} wrote no log"
+        for secret in secrets:
+            assert secret not in log, f"{app.name} logged a secret"
+        for pattern in (OPAQUE_SECRET, JWT_SHAPE, KEY_SHAPE):
+            found = pattern.search(log)
+            assert found is None, f"{app.name} logged something shaped like a secret"

@@ -1,0 +1,450 @@
+"""Bad-input campaign (Hypothesis) against every issuer route and the receiver, in process.
+
+Random and malformed JSON, wrong types, huge and deeply nested bodies, odd unicode, broken
+Authorization and Content-Type headers, odd query strings. The issuer must answer below 500,
+always in Clerk's envelope with `Content-Type: application/json`, and a rejected request must
+leave every table as it was (`usage_events` excepted: failed verifications are recorded on
+purpose). The receiver must answer 200/400/401/403 only, with RFC 6750 challenges.
+The real-process pass is in test_faults_bad_input_processes.py.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+from flask import Flask
+from hypothesis import example, given
+from hypothesis import strategies as st
+from werkzeug.serving import make_server
+
+import receiver_app
+from mock_issuer import create_app, db
+from receiver_app.config import SETTINGS
+from tests.conftest import CALLER, OUTSIDER, RECEIVER, TEST_SECRET_KEY, test_seed
+from tests.faults_strategies import (
+    CONTENT_TYPES,
+    JSON_VALUES,
+    TEXT,
+    authorizations,
+    bodies,
+    fuzz_settings,
+    json_bytes,
+    query_strings,
+)
+
+SK = {"Authorization": f"Bearer {TEST_SECRET_KEY}"}
+UNKNOWN_MACHINE = "mch_" + "u" * 27
+UNKNOWN_TOKEN_ID = "mt_" + "0" * 32
+TARGET = "{target}"  # replaced by a throwaway machine's id when the request is sent
+# Recording failed verifications is the point of usage_events: the only table a rejected
+# request may change.
+MAY_CHANGE_ON_REJECT = {"usage_events"}
+KEYS = [
+    TEST_SECRET_KEY, CALLER.secret_key, RECEIVER.secret_key, OUTSIDER.secret_key,
+    "sk_test_" + "9" * 32, "ak_" + "9" * 32,
+]  # fmt: skip
+
+
+def strict_json(data: bytes) -> Any:
+    """Parse as JSON that any client accepts: NaN and Infinity are not JSON."""
+
+    def refuse(name: str) -> Any:
+        raise AssertionError(f"answer holds {name}, which is not JSON")
+
+    return json.loads(data, parse_constant=refuse)
+
+
+def snapshot(conn: sqlite3.Connection) -> dict[str, list[str]]:
+    """Every row of every table (but the usage records), order-independent."""
+    tables = [
+        row[0]
+        for row in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+        )
+    ]
+    return {
+        table: sorted(repr(tuple(row)) for row in conn.execute(f"SELECT * FROM {table}"))  # noqa: S608
+        for table in tables
+        if table not in MAY_CHANGE_ON_REJECT
+    }
+
+
+def assert_clerk_answer(method: str, status: int, headers: Any, data: bytes) -> None:
+    """Below 500, `application/json` exactly, and Clerk's envelope on every error."""
+    assert status < 500, data[:500]
+    if method in ("HEAD", "OPTIONS") and status < 400:
+        return  # Flask answers these itself, without a body
+    assert headers.get("Content-Type") == "application/json", (status, headers)
+    if method == "HEAD":
+        return
+    body = strict_json(data)
+    if status >= 400:
+        assert set(body) == {"errors", "clerk_trace_id"}, body
+        error = body["errors"][0]
+        assert isinstance(error["code"], str) and error["code"], body
+        assert isinstance(error["message"], str) and error["message"], body
+        assert isinstance(error["long_message"], str) and error["long_message"], body
+        if status in (429, 503):
+            assert headers.get("Retry-After", "").isdigit()
+
+
+# ---- the issuer's routes ----
+
+CREATE_FIELDS = {"token_format", "seconds_until_expiration", "claims", "min_remaining_ttl_seconds"}
+LIST_QUERY = {"subject", "revoked", "expired", "limit", "offset"}
+RULE_FIELDS = {"route", "status", "share", "count", "latency_ms", "hang_seconds", "retry_after"}
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    path: str  # `{id}` and `{other}` are filled with drawn path segments
+    body_fields: frozenset[str] = frozenset()
+    query: frozenset[str] = frozenset()
+
+
+def route(method: str, path: str, body=(), query=()) -> Route:
+    return Route(method, path, frozenset(body), frozenset(query))
+
+
+ISSUER_ROUTES = [
+    route("POST", "/v1/m2m_tokens", CREATE_FIELDS),
+    route("POST", "/m2m_tokens", CREATE_FIELDS),
+    route("GET", "/m2m_tokens", query=LIST_QUERY),
+    route("GET", "/v1/m2m_tokens", query=LIST_QUERY),
+    route("POST", "/m2m_tokens/{id}/revoke", {"revocation_reason"}),
+    route("POST", "/v1/m2m_tokens/{id}/revoke", {"revocation_reason"}),
+    route("POST", "/m2m_tokens/verify", {"token", "secret"}),
+    route("POST", "/v1/m2m_tokens/verify", {"token", "secret"}),
+    route("GET", "/v1/machines", query={"limit", "offset", "query", "order_by"}),
+    route("POST", "/v1/machines", {"name", "scoped_machines", "default_token_ttl"}),
+    route("GET", "/v1/machines/{id}"),
+    route("PATCH", "/v1/machines/{id}", {"name", "default_token_ttl"}),
+    route("DELETE", "/v1/machines/{id}"),
+    route("GET", "/v1/machines/{id}/secret_key"),
+    route("POST", "/v1/machines/{id}/secret_key/rotate", {"previous_token_ttl"}),
+    route("POST", "/v1/machines/{id}/scopes", {"to_machine_id"}),
+    route("DELETE", "/v1/machines/{id}/scopes/{other}"),
+    route("GET", "/v1/jwks"),
+    route("GET", "/.well-known/jwks.json"),
+    route("POST", "/v1/jwks/rotate"),
+    route("GET", "/v1/usage", query={"range", "machine_id", "bucket"}),
+    route("GET", "/v1/_faults"),
+    route("PUT", "/v1/_faults", {"rules", "rate_limit", "count_requests"}),
+    route("POST", "/v1/_faults/rules", RULE_FIELDS),
+    route("DELETE", "/v1/_faults"),
+    route("GET", "/healthz"),
+]
+
+# Values worth more than random ones for some fields: real ids, real-looking tokens.
+MACHINE_IDS = st.sampled_from([TARGET, RECEIVER.id, UNKNOWN_MACHINE, "mch_short", CALLER.id])
+FIELD_VALUES: dict[str, st.SearchStrategy[Any]] = {
+    "to_machine_id": MACHINE_IDS,
+    "scoped_machines": st.lists(MACHINE_IDS, max_size=3),
+    "subject": st.sampled_from([CALLER.id, RECEIVER.id, UNKNOWN_MACHINE, "mch_x"]),
+    "machine_id": st.sampled_from([CALLER.id, UNKNOWN_MACHINE, "nope"]),
+    "token_format": st.sampled_from(["opaque", "jwt", "JWT", "", "paper"]),
+    "route": st.sampled_from(["*", "POST /m2m_tokens", "GET", "/x", "BAD METHOD /x"]),
+}
+PATH_SEGMENTS = st.one_of(
+    st.sampled_from([TARGET, UNKNOWN_MACHINE, UNKNOWN_TOKEN_ID, "mt_zz", "..", "%2F", " "]),
+    TEXT.filter(bool),
+)
+
+
+@dataclass
+class FuzzRequest:
+    method: str
+    path: str
+    body: bytes | None
+    content_type: str | None
+    authorization: str | None
+    query: dict[str, str] = field(default_factory=dict)
+
+    def headers(self) -> dict[str, str]:
+        headers = {}
+        if self.authorization is not None:
+            headers["Authorization"] = self.authorization
+        if self.content_type is not None:
+            headers["Content-Type"] = self.content_type
+        return headers
+
+
+def body_for(fields: frozenset[str]) -> st.SearchStrategy[bytes | None]:
+    known = st.fixed_dictionaries(
+        {},
+        optional={
+            name: st.one_of(FIELD_VALUES.get(name, JSON_VALUES), JSON_VALUES)
+            for name in sorted(fields)
+        },
+    ).map(json_bytes)
+    return st.one_of(known, bodies(fields))
+
+
+@st.composite
+def issuer_requests(draw: st.DrawFn) -> FuzzRequest:
+    if draw(st.integers(0, 9)) == 0:  # any method on any path
+        method = draw(st.sampled_from(["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD",
+                                       "OPTIONS", "PROPFIND"]))  # fmt: skip
+        segments = draw(st.lists(TEXT.filter(bool), max_size=3))
+        path = "/" + "/".join(quote(s, safe="") for s in segments)
+        fields: frozenset[str] = frozenset()
+        query_names: frozenset[str] = frozenset()
+    else:
+        r = draw(st.sampled_from(ISSUER_ROUTES))
+        method, fields, query_names = r.method, r.body_fields, r.query
+        path = r.path.replace("{id}", quote(draw(PATH_SEGMENTS), safe="{}"))
+        path = path.replace("{other}", quote(draw(PATH_SEGMENTS), safe="{}"))
+    return FuzzRequest(
+        method=method,
+        path=path,
+        body=draw(body_for(fields)),
+        content_type=draw(CONTENT_TYPES),
+        authorization=draw(authorizations(KEYS)),
+        query=draw(query_strings(query_names)),
+    )
+
+
+@pytest.fixture(scope="module")
+def issuer_app(tmp_path_factory) -> Iterator[Flask]:
+    app = make_issuer(tmp_path_factory.mktemp("fuzz-issuer"), "http://127.0.0.1:8798")
+    yield app
+    db.close_thread_connections()
+
+
+def make_issuer(workdir: Path, url: str) -> Flask:
+    seed = workdir / "seed.json"
+    seed.write_text(json.dumps(test_seed()))
+    return create_app(
+        {
+            "CLERK_SECRET_KEY": TEST_SECRET_KEY,
+            "MOCK_ISSUER_URL": url,
+            "MOCK_ISSUER_DB": str(workdir / "issuer.db"),
+            "MOCK_ISSUER_SEED": str(seed),
+            "TESTING": True,
+        }
+    )
+
+
+class IssuerUnderTest:
+    """The issuer's test client, a throwaway machine for destructive routes, and a
+    read-only view of its database."""
+
+    def __init__(self, app: Flask) -> None:
+        self.client = app.test_client()
+        self.db = sqlite3.connect(f"file:{app.config['MOCK_ISSUER_DB']}?mode=ro", uri=True)
+        self.target = ""
+
+    def ensure_target(self) -> str:
+        if (
+            not self.target
+            or self.client.get(f"/v1/machines/{self.target}", headers=SK).status_code != 200
+        ):
+            resp = self.client.post(
+                "/v1/machines", json={"name": "fuzz-target", "scoped_machines": [RECEIVER.id]},
+                headers=SK,
+            )  # fmt: skip
+            assert resp.status_code == 200, resp.json
+            self.target = resp.json["id"]
+        return self.target
+
+    def send(self, req: FuzzRequest):
+        path = req.path.replace(quote(TARGET, safe="{}"), self.target).replace(TARGET, self.target)
+        body = req.body
+        if body is not None:
+            body = body.replace(json_bytes(TARGET)[1:-1], self.target.encode())
+        return self.client.open(
+            path, method=req.method, data=body, headers=req.headers(), query_string=req.query
+        )
+
+
+@pytest.fixture(scope="module")
+def issuer_under_test(issuer_app) -> IssuerUnderTest:
+    return IssuerUnderTest(issuer_app)
+
+
+@fuzz_settings(200)
+@given(req=issuer_requests())
+@example(req=FuzzRequest("POST", "/v1/m2m_tokens", b"[" * 5000, "application/json",
+                         f"Bearer {CALLER.secret_key}"))  # fmt: skip
+@example(req=FuzzRequest("POST", "/v1/machines", b'{"name": "\\ud800"}', "application/json",
+                         f"Bearer {TEST_SECRET_KEY}"))  # fmt: skip
+@example(req=FuzzRequest("POST", "/m2m_tokens/verify", b'{"token": "mt_\\udfff"}', None,
+                         f"Bearer {RECEIVER.secret_key}"))  # fmt: skip
+@example(req=FuzzRequest("POST", "/m2m_tokens", b'{"claims": {"n": 1e400}}', None,
+                         f"Bearer {CALLER.secret_key}"))  # fmt: skip
+def test_issuer_never_answers_5xx_always_uses_the_envelope_and_rejects_without_writing(
+    issuer_under_test, req
+):
+    issuer = issuer_under_test
+    issuer.ensure_target()
+    before = snapshot(issuer.db)
+    resp = issuer.send(req)
+    try:
+        assert_clerk_answer(req.method, resp.status_code, resp.headers, resp.get_data())
+        if resp.status_code >= 400:
+            assert snapshot(issuer.db) == before, f"{req.method} {req.path} changed the database"
+    finally:
+        if "_faults" in req.path:
+            issuer.client.delete("/v1/_faults", headers=SK)  # a fuzzed rule must not fault others
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"[" * 5000, b'{"claims":' + b"[" * 3000 + b"]" * 3000 + b"}", b'{"claims": 1e400}',
+     b'{"claims": "\\ud800"}', b'{"claims": {"\\udfff": 1}}'],
+    ids=["nested-array", "nested-claims", "overflowing-float", "lone-surrogate", "surrogate-key"],
+)  # fmt: skip
+def test_body_the_issuer_cannot_represent_is_a_400_naming_the_problem(issuer_under_test, body):
+    """Found while building this campaign: these were 500s (RecursionError, UnicodeEncodeError
+    in SQLite and in the token hash) or a stored `Infinity`, which is not JSON."""
+    resp = issuer_under_test.client.post(
+        "/v1/m2m_tokens", data=body, headers={"Authorization": f"Bearer {CALLER.secret_key}"}
+    )
+    assert resp.status_code == 400
+    assert resp.json["errors"][0]["code"] == "request_body_invalid"
+
+
+def test_lone_surrogates_in_names_and_tokens_are_400_not_500(issuer_under_test):
+    client = issuer_under_test.client
+    resp = client.post("/v1/machines", data=b'{"name": "\\ud800"}', headers=SK)
+    assert resp.status_code == 400, resp.json
+    resp = client.post("/m2m_tokens/verify", data=b'{"token": "\\ud800"}', headers=SK)
+    assert resp.status_code == 400, resp.json
+
+
+# ---- the receiver ----
+
+REALM = 'Bearer realm="receiver"'
+
+
+@dataclass
+class ReceiverWorld:
+    client: Any
+    valid: list[str]  # tokens the receiver must accept
+    invalid: list[str]  # real tokens it must refuse: revoked, out of scope
+
+
+def serve_in_thread(app: Flask) -> tuple[Any, str]:
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_port}"
+
+
+@pytest.fixture(scope="module")
+def receiver_world(tmp_path_factory) -> Iterator[ReceiverWorld]:
+    """A receiver (test client) verifying against a real issuer served from a thread."""
+    workdir = tmp_path_factory.mktemp("fuzz-receiver")
+    placeholder = make_server("127.0.0.1", 0, Flask("placeholder"))
+    port = placeholder.server_port
+    placeholder.server_close()
+    issuer = make_issuer(workdir, f"http://127.0.0.1:{port}")
+    server = make_server("127.0.0.1", port, issuer, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{port}"
+    issuer_client = issuer.test_client()
+
+    def mint(key: str, **body: Any) -> str:
+        resp = issuer_client.post(
+            "/v1/m2m_tokens", json=body, headers={"Authorization": f"Bearer {key}"}
+        )
+        assert resp.status_code == 201, resp.json
+        return resp.json["token"]
+
+    valid = [mint(CALLER.secret_key), mint(CALLER.secret_key, token_format="jwt")]
+    revoked = mint(CALLER.secret_key)
+    token_id = issuer_client.post("/m2m_tokens/verify", json={"token": revoked}, headers=SK).json[
+        "id"
+    ]
+    issuer_client.post(f"/m2m_tokens/{token_id}/revoke", json={}, headers=SK)
+    invalid = [revoked, mint(OUTSIDER.secret_key), mint(OUTSIDER.secret_key, token_format="jwt")]
+    with pytest.MonkeyPatch.context() as mp:
+        for name in SETTINGS:
+            mp.delenv(name, raising=False)
+        mp.setenv("M2M_SKIP_DOTENV", "1")
+        app = receiver_app.create_app(
+            {"CLERK_API_URL": url, "CLERK_MACHINE_SECRET_KEY": RECEIVER.secret_key,
+             "CLERK_MACHINE_ID": RECEIVER.id, "M2M_ISSUER_TIMEOUT_SECONDS": "5"}
+        )  # fmt: skip
+    app.testing = True
+    yield ReceiverWorld(app.test_client(), valid, invalid)
+    server.shutdown()
+    server.server_close()
+    db.close_thread_connections()
+
+
+@st.composite
+def receiver_requests(draw: st.DrawFn, tokens: list[str]) -> FuzzRequest:
+    return FuzzRequest(
+        method="POST",
+        path="/receive",
+        body=draw(
+            st.one_of(
+                body_for(frozenset({"message"})),
+                st.sampled_from([b'{"message": "hi"}', b"{}", b"null"]),
+            )
+        ),
+        content_type=draw(CONTENT_TYPES),
+        authorization=draw(authorizations(tokens)),
+        query=draw(st.one_of(st.just({}), st.just({"access_token": "x"}), query_strings(set()))),
+    )
+
+
+def assert_rfc6750_answer(resp, sent_valid_token: bool, tokens: list[str]) -> None:
+    status = resp.status_code
+    assert status in (200, 400, 401, 403), (status, resp.get_data()[:300])
+    body = strict_json(resp.get_data())
+    challenge = resp.headers.get("WWW-Authenticate")
+    if status == 200:
+        assert sent_valid_token
+        return
+    if status == 401:
+        assert challenge == REALM or challenge.startswith(REALM + ', error="invalid_token"'), (
+            challenge
+        )
+    elif status == 403:
+        assert challenge.startswith(REALM + ', error="insufficient_scope"'), challenge
+    else:  # 400: a broken header (with a challenge) or, behind a valid token, a broken body
+        assert challenge is None or challenge.startswith(REALM + ', error="invalid_request"')
+        assert challenge is not None or sent_valid_token
+        assert body["error"] == "invalid_request"
+    for token in tokens:
+        assert token not in (challenge or "") and token not in resp.get_data(as_text=True)
+
+
+@fuzz_settings(150)
+@given(data=st.data())
+def test_receiver_answers_only_400_401_403_with_rfc6750_challenges_never_5xx(receiver_world, data):
+    world = receiver_world
+    tokens = world.valid + world.invalid
+    req = data.draw(receiver_requests(tokens))
+    resp = world.client.open(
+        req.path, method=req.method, data=req.body, headers=req.headers(), query_string=req.query
+    )
+    auth = req.authorization or ""
+    sent_valid = not req.query.get("access_token") and any(
+        auth.lower() in (f"bearer {t}".lower(), f"bearer  {t}".lower()) for t in world.valid
+    )
+    assert_rfc6750_answer(resp, sent_valid, tokens)
+
+
+@pytest.mark.parametrize("body", [b"[" * 5000, b'{"message":' * 2000 + b"1" + b"}" * 2000])
+def test_receiver_treats_a_too_deeply_nested_body_like_malformed_json(receiver_world, body):
+    """Found while building this campaign: behind a valid token this was a 500 (RecursionError
+    in the JSON parser). Now it is answered like any unparsable body."""
+    headers = {"Authorization": f"Bearer {receiver_world.valid[1]}"}
+    client = receiver_world.client
+    resp = client.post("/receive", data=body, content_type="application/json", headers=headers)
+    malformed = client.post(
+        "/receive", data=b"{no", content_type="application/json", headers=headers
+    )
+    assert resp.status_code == malformed.status_code < 500
+    assert resp.json["messageReceived"] == malformed.json["messageReceived"]

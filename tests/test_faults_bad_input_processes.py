@@ -1,0 +1,228 @@
+"""The bad-input campaign, short, through real processes: a gunicorn issuer (two workers) and
+a receiver, over HTTP with `requests`, plus malformed HTTP written to raw sockets.
+
+Requests that break HTTP itself (a header with NUL, a bad Content-Length) are answered by the
+server's parser (gunicorn, werkzeug) with its own 400 page before the app sees them; those are
+allowed to be non-JSON, but never 5xx, and the processes must stay healthy and the database
+unchanged.
+"""
+
+from __future__ import annotations
+
+import socket
+import sqlite3
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import requests
+from hypothesis import given, reject
+from hypothesis import strategies as st
+
+from tests.conftest import CALLER, OUTSIDER, RECEIVER, issuer_env
+from tests.faults_strategies import fuzz_settings, json_bytes
+from tests.harness import RunningApp, free_port, start_app
+from tests.test_faults_bad_input import (
+    SK,
+    TARGET,
+    FuzzRequest,
+    assert_clerk_answer,
+    assert_rfc6750_answer,
+    issuer_requests,
+    receiver_requests,
+    snapshot,
+)
+
+pytestmark = pytest.mark.e2e
+
+TIMEOUT = 10
+
+
+@pytest.fixture(scope="module")
+def apps(xprocess, tmp_path_factory) -> Iterator[tuple[RunningApp, RunningApp]]:
+    port = free_port()
+    env = issuer_env(
+        tmp_path_factory.mktemp("fuzz-processes"), MOCK_ISSUER_URL=f"http://127.0.0.1:{port}"
+    )
+    issuer = start_app(xprocess, "mock_issuer", env, server="gunicorn", workers=2, port=port)
+    receiver = start_app(
+        xprocess,
+        "receiver_app",
+        {"CLERK_API_URL": issuer.url, "CLERK_MACHINE_SECRET_KEY": RECEIVER.secret_key,
+         "CLERK_MACHINE_ID": RECEIVER.id, "M2M_ISSUER_TIMEOUT_SECONDS": "5"},
+        server="gunicorn",
+        workers=1,
+    )  # fmt: skip
+    yield issuer, receiver
+    receiver.stop()
+    issuer.stop()
+
+
+@pytest.fixture(scope="module")
+def issuer_db(apps) -> Iterator[sqlite3.Connection]:
+    conn = sqlite3.connect(f"file:{apps[0].env['MOCK_ISSUER_DB']}?mode=ro", uri=True)
+    yield conn
+    conn.close()
+
+
+def is_server_parser_answer(resp: requests.Response) -> bool:
+    """A 400 written by gunicorn's or werkzeug's HTTP parser, not by the app."""
+    return resp.status_code == 400 and "json" not in resp.headers.get("Content-Type", "")
+
+
+def http_send(base: str, req: FuzzRequest, target: str) -> requests.Response:
+    path = req.path.replace("%7Btarget%7D", target).replace(TARGET, target)
+    body = req.body
+    if body is not None:
+        body = body.replace(json_bytes(TARGET)[1:-1], target.encode())
+    try:
+        return requests.request(
+            req.method, base + path, data=body, headers=req.headers(), params=req.query,
+            timeout=TIMEOUT, allow_redirects=False,
+        )  # fmt: skip
+    except (requests.exceptions.InvalidHeader, requests.exceptions.InvalidURL, ValueError):
+        reject()  # `requests` itself refuses to send it
+        raise AssertionError("unreachable") from None
+
+
+@pytest.fixture(scope="module")
+def target(apps) -> str:
+    issuer = apps[0]
+    resp = requests.post(f"{issuer.url}/v1/machines", json={"name": "fuzz-target"}, headers=SK,
+                         timeout=TIMEOUT)  # fmt: skip
+    return resp.json()["id"]
+
+
+@fuzz_settings(40)
+@given(req=issuer_requests())
+def test_issuer_process_never_answers_5xx_and_rejects_without_writing(apps, issuer_db, target, req):
+    issuer = apps[0]
+    before = snapshot(issuer_db)
+    resp = http_send(issuer.url, req, target)
+    try:
+        if is_server_parser_answer(resp):
+            return
+        assert_clerk_answer(req.method, resp.status_code, resp.headers, resp.content)
+        if resp.status_code >= 400:
+            assert snapshot(issuer_db) == before, f"{req.method} {req.path} changed the database"
+    finally:
+        if "_faults" in req.path:
+            requests.delete(f"{issuer.url}/v1/_faults", headers=SK, timeout=TIMEOUT)
+
+
+@pytest.fixture(scope="module")
+def receiver_tokens(apps) -> dict[str, list[str]]:
+    issuer = apps[0]
+
+    def mint(machine, **body: Any) -> str:
+        resp = requests.post(f"{issuer.url}/v1/m2m_tokens", json=body, timeout=TIMEOUT,
+                             headers={"Authorization": f"Bearer {machine.secret_key}"})  # fmt: skip
+        return resp.json()["token"]
+
+    return {
+        "valid": [mint(CALLER), mint(CALLER, token_format="jwt")],
+        "invalid": [mint(OUTSIDER), mint(OUTSIDER, token_format="jwt")],
+    }
+
+
+@fuzz_settings(40)
+@given(data=st.data())
+def test_receiver_process_answers_only_400_401_403_never_5xx(apps, receiver_tokens, data):
+    receiver = apps[1]
+    tokens = receiver_tokens["valid"] + receiver_tokens["invalid"]
+    req = data.draw(receiver_requests(tokens))
+    resp = http_send(receiver.url, req, "")
+    if is_server_parser_answer(resp):
+        return
+    auth = (req.authorization or "").lower()
+    sent_valid = not req.query.get("access_token") and any(
+        auth in (f"bearer {t}".lower(), f"bearer  {t}".lower()) for t in receiver_tokens["valid"]
+    )
+
+    class Answer:  # the in-process checks read a Flask response; give them the same view
+        status_code = resp.status_code
+        headers = resp.headers
+
+        @staticmethod
+        def get_data(as_text: bool = False):
+            return resp.text if as_text else resp.content
+
+    assert_rfc6750_answer(Answer, sent_valid, tokens)
+
+
+# ---- malformed HTTP on raw sockets ----
+
+# `PATH` and `AUTH` are replaced per server: the issuer's create route with the caller's key,
+# the receiver's /receive with a valid token, so the body is really read.
+POST = (
+    b"POST PATH HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer AUTH\r\n"
+    b"Content-Type: application/json\r\n"
+)
+GET = b"GET PATH HTTP/1.1\r\nHost: x\r\n"
+RAW_REQUESTS = {
+    "garbage": b"GARBAGE\r\n\r\n",
+    "http09": b"GET PATH\r\n\r\n",
+    "header-without-colon": GET + b"No colon here\r\n\r\n",
+    "nul-in-header": GET + b"Authorization: Bearer a\x00b\r\n\r\n",
+    "bad-content-length": POST + b"Content-Length: abc\r\n\r\n{}",
+    "negative-content-length": POST + b"Content-Length: -5\r\n\r\n{}",
+    "truncated-body": POST + b"Content-Length: 100\r\n\r\n{",
+    "bad-chunk": POST + b"Transfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n",
+    "unterminated-chunk": POST + b"Transfer-Encoding: chunked\r\n\r\n5\r\n{}",
+    "smuggling-shape": POST + b"Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n"
+    b"0\r\n\r\nGET /v1/jwks HTTP/1.1\r\n\r\n",
+    "huge-header": GET + b"X-Big: " + b"a" * 100_000 + b"\r\n\r\n",
+    "many-headers": GET + b"".join(b"X-H%d: 1\r\n" % i for i in range(300)) + b"\r\n",
+    "long-path": b"GET /v1/machines/" + b"a" * 20_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+    "non-utf8-path": b"GET /v1/machines/\xff\xfe%ff HTTP/1.1\r\nHost: x\r\n\r\n",
+    "absolute-uri": b"GET http://evil.example/v1/jwks HTTP/1.1\r\nHost: x\r\n\r\n",
+    "two-authorizations": POST + b"Authorization: Bearer sk_test_other\r\n"
+    b"Content-Length: 2\r\n\r\n{}",
+    "unfinished-headers": GET + b"X-Half: ",
+}
+
+
+def raw_exchange(port: int, data: bytes) -> bytes:
+    """Send `data`, close our side, return whatever comes back within a few seconds."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        try:
+            sock.sendall(data)
+            sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            return b""  # the server hung up while we were still sending: an answer too
+        chunks = []
+        try:
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+        except (TimeoutError, ConnectionResetError):
+            pass
+        return b"".join(chunks)
+
+
+def status_of(answer: bytes) -> int | None:
+    line = answer.split(b"\r\n", 1)[0].split()
+    return int(line[1]) if len(line) > 1 and line[1].isdigit() else None
+
+
+@pytest.mark.parametrize("name", sorted(RAW_REQUESTS))
+def test_malformed_http_never_gets_a_5xx_or_changes_the_issuers_database(
+    apps, issuer_db, receiver_tokens, name
+):
+    issuer, receiver = apps
+    before = snapshot(issuer_db)
+    for app, path, auth in (
+        (issuer, b"/v1/m2m_tokens", CALLER.secret_key),
+        (receiver, b"/receive", receiver_tokens["valid"][1]),
+    ):
+        raw = RAW_REQUESTS[name].replace(b"PATH", path).replace(b"AUTH", auth.encode())
+        answer = raw_exchange(app.port, raw)
+        status = status_of(answer)
+        assert status is None or status < 500, (app.app, answer[:300])
+    assert snapshot(issuer_db) == before
+    ak = {"Authorization": f"Bearer {CALLER.secret_key}"}
+    token = requests.post(f"{issuer.url}/v1/m2m_tokens", json={}, headers=ak, timeout=TIMEOUT)
+    resp = requests.post(
+        f"{receiver.url}/receive", json={"message": "still up"}, timeout=TIMEOUT,
+        headers={"Authorization": f"Bearer {token.json()['token']}"},
+    )  # fmt: skip
+    assert resp.status_code == 200

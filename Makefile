@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-requirements
 
-.PHONY: run test lint format loadtest loadtest-long bench demo-check venv clean
+.PHONY: run test lint format loadtest loadtest-long bench demo-check fuzz venv clean
 
 $(STAMP): requirements.txt
 	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11+ is needed, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
@@ -49,6 +49,10 @@ bench: $(STAMP)
 # The demo without waiting for Ctrl-C: exits 0 only if both calls succeeded.
 demo-check: $(STAMP)
 	$(PY) scripts/run_demo.py --once
+
+# A longer, random bad-input hunt than the suite's deterministic one.
+fuzz: $(STAMP)
+	M2M_FUZZ_RANDOM=1 M2M_FUZZ_EXAMPLES=2000 $(PY) -m pytest tests/test_faults_bad_input.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache reports test-artifacts

@@ -15,7 +15,9 @@ service answers 401 it drops the token, gets a fresh one and retries once.
 from __future__ import annotations
 
 import logging
+import math
 import random
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -30,6 +32,8 @@ from requests.adapters import HTTPAdapter
 log = logging.getLogger(__name__)
 
 TOKEN_FORMATS = ("opaque", "jwt")
+# What may follow "Bearer " (RFC 6750 b64token): opaque mt_... and JWTs both fit.
+_BEARER_TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 
 
 class TokenClientError(Exception):
@@ -273,12 +277,7 @@ class M2MTokenClient:
         """Build the cache entry from the issuer's answer. The lifetime is the smaller of
         expiration-minus-creation and expiration-minus-our-wall-clock, counted from when we
         asked on our monotonic clock, so clock skew can only make us refresh earlier."""
-        try:
-            data = response.json()
-            secret, token_id = data["token"], data["id"]
-            expiration, created = data.get("expiration"), data.get("created_at")
-        except (ValueError, KeyError, TypeError):
-            raise IssuerUnavailable("the issuer answered 201 without a token object") from None
+        secret, token_id, expiration, created = _parse_token_object(response)
         if expiration is None:
             fresh_until = started  # no expiry given: use once, never cache
         else:
@@ -321,6 +320,46 @@ def _retry_after_seconds(
         return max(0.0, parsedate_to_datetime(value).timestamp() - wall_clock())
     except (TypeError, ValueError):
         return None
+
+
+def _parse_token_object(
+    response: requests.Response,
+) -> tuple[str, str, float | None, float | None]:
+    """(token, id, expiration, created_at) of a 201 answer, checked: a token usable as a Bearer
+    credential, a string id, and times that are finite numbers or null. Anything else is
+    IssuerUnavailable naming the field (never its value, which may be the secret)."""
+    try:
+        data = response.json()
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        raise IssuerUnavailable(
+            "the issuer answered 201 with an unexpected token object (not JSON)"
+        )
+    secret, token_id = data.get("token"), data.get("id")
+    expiration, created = data.get("expiration"), data.get("created_at")
+    checks = {
+        "token": isinstance(secret, str) and _BEARER_TOKEN.fullmatch(secret) is not None,
+        "id": isinstance(token_id, str) and token_id != "",
+        "expiration": expiration is None or _is_finite_number(expiration),
+        "created_at": created is None or _is_finite_number(created),
+    }
+    bad = [name for name, ok in checks.items() if not ok]
+    if bad:
+        raise IssuerUnavailable(
+            f"the issuer answered 201 with an unexpected token object (bad {', '.join(bad)})"
+        )
+    return secret, token_id, expiration, created
+
+
+def _is_finite_number(value: object) -> bool:
+    """An int or float (not a bool) that converts to a finite float."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:  # an int too large for a float
+        return False
 
 
 def _rejection(response: requests.Response) -> TokenClientError:

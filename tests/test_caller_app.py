@@ -104,6 +104,16 @@ def test_issuer_retry_after_is_passed_on(client, fake):
     assert answer.status_code == 503 and answer.headers["Retry-After"] == "7"
 
 
+def test_issuer_201_with_a_malformed_token_object_is_a_json_503(client, fake):
+    fake.token_overrides = {"expiration": "99999999999999"}
+    answer = client.get("/send")
+    assert answer.status_code == 503 and answer.is_json
+    body = answer.get_json()
+    assert body["error"] == "issuer_unavailable" and body["dependency"] == "issuer"
+    assert "unexpected token object (bad expiration)" in body["message"]
+    assert fake.received == []  # nothing was sent to the receiver
+
+
 def test_rejected_machine_key_is_reported_without_the_key(client, fake):
     fake.issuer_script.append((401, {}))
     answer = client.get("/send")

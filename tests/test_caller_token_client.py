@@ -41,6 +41,7 @@ class FakeServer:
         self.create_auth: list[str] = []
         self.issuer_script: deque[tuple[int, dict]] = deque()
         self.issuer_delay = 0.0
+        self.token_overrides: dict | None = None  # fields of the next 201 replaced by these
         self.jwt_gate: threading.Event | None = None  # when set, jwt creations wait on it
         self.expiration_cap: float | None = None  # issuer shortens lifetimes to this
         self.minted: dict[str, str] = {}  # secret -> id
@@ -85,7 +86,10 @@ class FakeServer:
                 envelope = {"errors": [{"message": "scripted", "long_message": "scripted "
                             f"failure {status}", "code": f"code_{status}"}]}  # fmt: skip
                 return jsonify(envelope), status, headers
-            return self._mint(body), 201
+            minted = self._mint(body)
+            with self.lock:
+                overrides, self.token_overrides = self.token_overrides, None
+            return {**minted, **(overrides or {})}, 201
 
         @app.post("/receive")
         def receive():
@@ -239,6 +243,41 @@ def test_slow_creation_of_one_format_does_not_block_the_other(fake):
         fake.jwt_gate.set()
         assert pending_jwt.result(5).format == "jwt"
     assert opaque.format == "opaque"
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"expiration": "99999999999999"},
+        {"created_at": "1700000000000"},
+        {"expiration": True},
+        {"expiration": 10**400},
+        {"token": ""},
+        {"token": 12345},
+        {"token": "mt_abc\r\nX-Injected: 1"},
+        {"id": None},
+    ],
+)
+def test_malformed_token_object_is_issuer_unavailable_naming_no_value(fake, overrides):
+    fake.token_overrides = overrides
+    client = make_client(fake)
+    with pytest.raises(IssuerUnavailable, match="unexpected token object") as caught:
+        client.get_token()
+    assert fake.creations == 1  # not retried: the issuer may have minted a token already
+    assert "99999" not in str(caught.value) and "mt_abc" not in str(caught.value)
+
+
+def test_non_finite_expiration_is_rejected(fake):
+    fake.token_overrides = {"expiration": float("nan")}  # JSON NaN, which Python's json reads
+    with pytest.raises(IssuerUnavailable, match="unexpected token object"):
+        make_client(fake).get_token()
+
+
+def test_null_expiration_means_use_once(fake):
+    fake.token_overrides = {"expiration": None}
+    client = make_client(fake)
+    first = client.get_token()
+    assert client.get_token().id != first.id
 
 
 # -- single flight ------------------------------------------------------------------------------

@@ -255,10 +255,13 @@ class M2MTokenClient:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
-        """Full jitter (AWS style); an issuer's Retry-After wins, capped."""
-        if retry_after is not None:
-            return min(retry_after, self.retry.retry_after_cap)
-        return random.uniform(0, min(self.retry.backoff_cap, self.retry.backoff_base * 2**attempt))  # noqa: S311
+        """Full jitter (AWS style). An issuer's Retry-After is a floor, capped: it can make us
+        wait longer, never skip the backoff (`Retry-After: 0` would retry at once)."""
+        ceiling = min(self.retry.backoff_cap, self.retry.backoff_base * 2**attempt)
+        jittered = random.uniform(0, ceiling)  # noqa: S311 (jitter, not a secret)
+        if retry_after is None:
+            return jittered
+        return min(self.retry.retry_after_cap, max(retry_after, jittered))
 
     def _post_create(self, token_format: str, ttl_seconds: int | None) -> requests.Response:
         body: dict[str, object] = {"token_format": token_format}

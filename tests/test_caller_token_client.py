@@ -335,6 +335,18 @@ def test_429_is_retried_after_the_issuers_retry_after(fake):
     assert fake.creations == 2
 
 
+def test_retry_after_zero_does_not_skip_the_backoff(fake):
+    """Retry-After is a floor on the jittered backoff, never a way to retry at once."""
+    fake.issuer_script.extend([(429, {"Retry-After": "0"})] * 3)
+    policy = RetryPolicy(max_attempts=4, backoff_base=0.2, backoff_cap=2.0)
+    client = make_client(fake, retry=policy)
+    client.get_token()
+    assert fake.creations == 4
+    assert len(client.sleeps) == 3
+    for attempt, delay in enumerate(client.sleeps):
+        assert 0 < delay <= 0.2 * 2**attempt
+
+
 def test_retry_after_is_capped(fake):
     fake.issuer_script.append((429, {"Retry-After": "120"}))
     client = make_client(fake, retry=RetryPolicy(retry_after_cap=3.0))

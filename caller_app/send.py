@@ -21,7 +21,8 @@ bp = Blueprint("send", __name__)
 log = logging.getLogger(__name__)
 
 MESSAGE = {"message": "Hello from the caller"}
-DEFAULT_RETRY_AFTER = 5  # seconds, when the issuer gave no Retry-After
+DEFAULT_RETRY_AFTER = 5  # seconds, when the dependency gave no usable Retry-After
+MAX_RETRY_AFTER = 60  # seconds: never tell our own clients to wait longer than this
 
 
 @bp.get("/healthz")
@@ -42,9 +43,8 @@ def send():
     try:
         result = client.request("POST", url, token_format=token_format, json=MESSAGE)
     except IssuerUnavailable as exc:
-        retry_after = round(exc.retry_after or DEFAULT_RETRY_AFTER)
         response = _error(503, "issuer_unavailable", f"no M2M token: {exc}", dependency="issuer")
-        response.headers["Retry-After"] = str(max(1, retry_after))
+        response.headers["Retry-After"] = _retry_after_header(exc.retry_after)
         return response
     except MachineSecretKeyRejected as exc:
         return _error(502, "machine_secret_key_rejected", str(exc), dependency="issuer")
@@ -77,6 +77,8 @@ def _receiver_answer(result, url: str):
             receiver_error_description=challenge.get("error_description"),
             token=used, retried_after_401=result.retried_after_401,
         )  # fmt: skip
+    if response.status_code == 503:
+        return _receiver_unavailable(response, url)
     if response.status_code >= 500:
         said = _error_description(response)
         return _error(502, "receiver_error", f"the receiver at {url} answered "
@@ -92,6 +94,33 @@ def _receiver_answer(result, url: str):
                       f"{response.status_code} without the expected JSON", dependency="receiver",
                       receiver_status=response.status_code)  # fmt: skip
     return jsonify(receiver=body, token=used, retried_after_401=result.retried_after_401)
+
+
+def _receiver_unavailable(response, url: str):
+    """The receiver cannot serve right now (e.g. it cannot reach the issuer to verify an opaque
+    token): a 503 naming it, with its Retry-After passed on (bounded)."""
+    said = _error_description(response)
+    answer = _error(
+        503,
+        "receiver_unavailable",
+        f"the receiver at {url} is unavailable" + (f": {said}" if said else ""),
+        dependency="receiver",
+        receiver_status=503,
+        receiver_error_description=said,
+    )
+    retry_after = response.headers.get("Retry-After", "").strip()
+    answer.headers["Retry-After"] = _retry_after_header(
+        int(retry_after) if retry_after.isdigit() else None
+    )
+    return answer
+
+
+def _retry_after_header(seconds: float | None) -> str:
+    """A dependency's Retry-After for our own answer: the default when it gave none, else
+    rounded into 1..MAX_RETRY_AFTER seconds."""
+    if seconds is None:
+        return str(DEFAULT_RETRY_AFTER)
+    return str(min(MAX_RETRY_AFTER, max(1, round(seconds))))
 
 
 def _error_description(response) -> str | None:

@@ -104,6 +104,13 @@ def test_issuer_retry_after_is_passed_on(client, fake):
     assert answer.status_code == 503 and answer.headers["Retry-After"] == "7"
 
 
+@pytest.mark.parametrize(("issuer_says", "caller_says"), [("0", "1"), ("3600", "60")])
+def test_issuer_retry_after_is_bounded(client, fake, issuer_says, caller_says):
+    fake.issuer_script.extend([(429, {"Retry-After": issuer_says})] * 2)
+    answer = client.get("/send")
+    assert answer.status_code == 503 and answer.headers["Retry-After"] == caller_says
+
+
 def test_issuer_201_with_a_malformed_token_object_is_a_json_503(client, fake):
     fake.token_overrides = {"expiration": "99999999999999"}
     answer = client.get("/send")
@@ -147,10 +154,36 @@ def test_receiver_5xx_is_a_502_naming_the_receiver(client, fake):
 
 
 def test_receiver_5xx_description_is_passed_on(client, fake):
-    fake.receiver_script.append((503, {}))
+    fake.receiver_script.append((502, {}))
     body = client.get("/send").get_json()
-    assert body["receiver_status"] == 503 and body["receiver_error_description"] == "scripted"
+    assert body["receiver_status"] == 502 and body["receiver_error_description"] == "scripted"
     assert body["message"].endswith(": scripted")
+
+
+UNAVAILABLE = {"error": "temporarily_unavailable", "error_description": "token issuer failed"}
+
+
+def test_receiver_503_is_a_503_naming_the_receiver_with_its_retry_after(client, fake):
+    fake.receiver_script.append((503, {"Retry-After": "12"}, UNAVAILABLE))
+    answer = client.get("/send")
+    assert answer.status_code == 503 and answer.headers["Retry-After"] == "12"
+    body = answer.get_json()
+    assert body["error"] == "receiver_unavailable" and body["dependency"] == "receiver"
+    assert body["receiver_status"] == 503
+    assert body["receiver_error_description"] == "token issuer failed"
+    assert "token issuer failed" in body["message"]
+    assert len(fake.received) == 1  # not retried
+
+
+@pytest.mark.parametrize(
+    ("receiver_says", "caller_says"),
+    [(None, "5"), ("soon", "5"), ("0", "1"), ("3600", "60")],
+)
+def test_receiver_retry_after_is_bounded_with_a_default(client, fake, receiver_says, caller_says):
+    headers = {"Retry-After": receiver_says} if receiver_says is not None else {}
+    fake.receiver_script.append((503, headers, UNAVAILABLE))
+    answer = client.get("/send")
+    assert answer.status_code == 503 and answer.headers["Retry-After"] == caller_says
 
 
 def test_revoked_token_recovers_through_the_retry_on_401(client, fake):

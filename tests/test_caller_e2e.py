@@ -205,10 +205,11 @@ def test_caller_logs_never_hold_keys_or_tokens(caller):
     assert "Bearer" not in log
 
 
-def test_stopped_receiver_is_a_502_and_stopped_issuer_a_503(start, start_issuer):
+def test_stopped_receiver_is_a_502_and_stopped_issuer_a_503_naming_who_failed(start, start_issuer):
     issuer = start_issuer()
     receiver = start("receiver_app", receiver_env(issuer))
-    caller = start("caller_app", caller_env(issuer, receiver), server="gunicorn")
+    # One worker: one token cache, so the opaque token cached below serves every later send.
+    caller = start("caller_app", caller_env(issuer, receiver), server="gunicorn", workers=1)
     assert send(caller, "opaque").status_code == 200
 
     receiver.stop()
@@ -216,9 +217,20 @@ def test_stopped_receiver_is_a_502_and_stopped_issuer_a_503(start, start_issuer)
     assert answer.status_code == 502
     assert answer.json()["error"] == "receiver_unreachable"
     assert answer.json()["dependency"] == "receiver" and "receiver" in answer.json()["message"]
+    receiver.start()
+    assert send(caller, "opaque").status_code == 200
 
     issuer.stop()
-    answer = send(caller, "jwt")  # not cached: a token must be created
+    # The caller still holds an opaque token, but the receiver cannot verify it without the
+    # issuer: the receiver is the one unavailable, and its Retry-After is passed on.
+    answer = send(caller, "opaque")
+    assert answer.status_code == 503, answer.text
+    body = answer.json()
+    assert body["error"] == "receiver_unavailable" and body["dependency"] == "receiver"
+    assert body["receiver_status"] == 503 and body["receiver_error_description"]
+    assert 1 <= int(answer.headers["Retry-After"]) <= 60
+
+    answer = send(caller, "jwt")  # not cached (cold cache): a token must be created
     assert answer.status_code == 503
     assert answer.json()["error"] == "issuer_unavailable"
     assert answer.json()["dependency"] == "issuer" and "issuer" in answer.json()["message"]

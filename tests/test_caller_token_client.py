@@ -32,8 +32,9 @@ MACHINE_KEY = "ak_unittestcaller" + "9" * 24
 
 class FakeServer:
     """A fake issuer (`POST /m2m_tokens`) and receiver (`POST /receive`) in one thread-served
-    Flask app. Script answers by appending (status, headers) to `issuer_script` or
-    `receiver_script`; without a script it mints tokens and accepts tokens it minted."""
+    Flask app. Script answers by appending (status, headers) to `issuer_script`, or
+    (status, headers[, json_body]) to `receiver_script`; without a script it mints tokens and
+    accepts tokens it minted."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -46,7 +47,7 @@ class FakeServer:
         self.expiration_cap: float | None = None  # issuer shortens lifetimes to this
         self.minted: dict[str, str] = {}  # secret -> id
         self.rejected: set[str] = set()  # secrets the receiver answers 401 to
-        self.receiver_script: deque[tuple[int, dict]] = deque()
+        self.receiver_script: deque[tuple] = deque()
         self.received: list[tuple[str, dict | None]] = []
         self.app = self._build_app()
         self._server = make_server("127.0.0.1", 0, self.app, threaded=True)
@@ -99,8 +100,9 @@ class FakeServer:
                 self.received.append((secret, request.get_json(silent=True)))
                 scripted = self.receiver_script.popleft() if self.receiver_script else None
             if scripted is not None:
-                status, headers = scripted
-                return jsonify(error="scripted"), status, headers
+                status, headers = scripted[:2]
+                body = scripted[2] if len(scripted) > 2 else {"error": "scripted"}
+                return jsonify(body), status, headers
             if secret not in self.minted or secret in self.rejected:
                 challenge = 'Bearer realm="fake", error="invalid_token", '
                 challenge += 'error_description="The token was revoked"'

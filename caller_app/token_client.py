@@ -114,10 +114,14 @@ class M2MTokenClient:
     ) -> None:
         if token_format not in TOKEN_FORMATS:
             raise ValueError(f"token_format must be one of {TOKEN_FORMATS}, not {token_format!r}")
-        if ttl_seconds is not None and not 0 <= refresh_margin_seconds < ttl_seconds:
+        if not (math.isfinite(refresh_margin_seconds) and refresh_margin_seconds >= 0):
             raise ValueError(
-                f"the refresh margin ({refresh_margin_seconds} s) must be at least 0 and smaller "
-                f"than the token TTL ({ttl_seconds} s), or every call would create a token"
+                f"the refresh margin ({refresh_margin_seconds} s) must be finite, >= 0"
+            )
+        if ttl_seconds is not None and refresh_margin_seconds >= ttl_seconds:
+            raise ValueError(
+                f"the refresh margin ({refresh_margin_seconds} s) must be smaller than the token "
+                f"TTL ({ttl_seconds} s), or every call would create a token"
             )
         self.api_url = api_url.rstrip("/")
         self._key = machine_secret_key

@@ -251,11 +251,30 @@ def test_empty_ttl_means_the_machines_default():
         ({"RECEIVER_URL": ""}, "RECEIVER_URL is not set"),
         ({"RECEIVER_URL": "127.0.0.1:8782"}, "RECEIVER_URL must be an http"),
         ({"M2M_TOKEN_FORMAT": "paseto"}, "M2M_TOKEN_FORMAT"),
-        ({"M2M_TOKEN_TTL_SECONDS": "abc"}, "M2M_TOKEN_TTL_SECONDS must be a number"),
+        ({"M2M_TOKEN_TTL_SECONDS": "abc"}, "M2M_TOKEN_TTL_SECONDS must be a whole number"),
         ({"M2M_TOKEN_TTL_SECONDS": "0"}, "M2M_TOKEN_TTL_SECONDS must be between"),
         ({"M2M_TOKEN_TTL_SECONDS": "30", "M2M_REFRESH_MARGIN_SECONDS": "30"}, "smaller than"),
         ({"M2M_REFRESH_MARGIN_SECONDS": "-1"}, "M2M_REFRESH_MARGIN_SECONDS"),
         ({"M2M_HTTP_TIMEOUT_SECONDS": "0"}, "M2M_HTTP_TIMEOUT_SECONDS"),
+        # non-finite numbers: no effective timeout, no retry budget, a margin that never ends
+        ({"M2M_HTTP_TIMEOUT_SECONDS": "inf"}, "M2M_HTTP_TIMEOUT_SECONDS must be a finite"),
+        ({"M2M_ISSUER_RETRY_BUDGET_SECONDS": "nan"}, "M2M_ISSUER_RETRY_BUDGET_SECONDS must be a"),
+        ({"M2M_REFRESH_MARGIN_SECONDS": "nan"}, "M2M_REFRESH_MARGIN_SECONDS must be a finite"),
+        ({"M2M_TOKEN_TTL_SECONDS": "", "M2M_REFRESH_MARGIN_SECONDS": "nan"}, "MARGIN_SECONDS"),
+        # out of range
+        ({"M2M_HTTP_TIMEOUT_SECONDS": "0.05"}, "M2M_HTTP_TIMEOUT_SECONDS must be between 0.1"),
+        ({"M2M_HTTP_TIMEOUT_SECONDS": "61"}, "M2M_HTTP_TIMEOUT_SECONDS must be between 0.1"),
+        ({"M2M_ISSUER_MAX_ATTEMPTS": "0"}, "M2M_ISSUER_MAX_ATTEMPTS must be between 1 and 10"),
+        ({"M2M_ISSUER_MAX_ATTEMPTS": "11"}, "M2M_ISSUER_MAX_ATTEMPTS must be between 1 and 10"),
+        ({"M2M_ISSUER_MAX_ATTEMPTS": "2.5"}, "M2M_ISSUER_MAX_ATTEMPTS must be a whole number"),
+        ({"M2M_ISSUER_RETRY_BUDGET_SECONDS": "121"}, "RETRY_BUDGET_SECONDS must be between 0"),
+        ({"M2M_ISSUER_RETRY_BUDGET_SECONDS": "-1"}, "RETRY_BUDGET_SECONDS must be between 0"),
+        # URLs without a host, or that /receive cannot be appended to
+        ({"RECEIVER_URL": "http://"}, "RECEIVER_URL must name a host"),
+        ({"CLERK_API_URL": "https://:443"}, "CLERK_API_URL must name a host"),
+        ({"RECEIVER_URL": "http://127.0.0.1:99999"}, "RECEIVER_URL has an invalid port"),
+        ({"RECEIVER_URL": "http://127.0.0.1:8782/?a=1"}, "RECEIVER_URL must not have a query"),
+        ({"M2M_TOKEN_FORMAT": "JWT "}, "M2M_TOKEN_FORMAT must be opaque or jwt"),
     ],
 )
 def test_bad_settings_fail_fast_naming_the_variable(override, named):
@@ -267,6 +286,19 @@ def test_secret_key_value_never_appears_in_config_errors():
     with pytest.raises(ConfigError) as caught:
         load_settings({**VALID_ENV, "CLERK_MACHINE_SECRET_KEY": "sk_live_secretvalue"})
     assert "secretvalue" not in str(caught.value)
+
+
+def test_zero_given_to_create_app_is_a_value_not_unset(fake):
+    config = app_config(fake, M2M_REFRESH_MARGIN_SECONDS=0, M2M_ISSUER_RETRY_BUDGET_SECONDS=0)
+    app = create_app(config)
+    settings, client = app.extensions["caller_settings"], app.extensions["m2m_token_client"]
+    assert settings.refresh_margin_seconds == 0 and client.refresh_margin == 0
+    assert settings.issuer_retry_budget_seconds == 0 and client.retry.max_total_seconds == 0
+
+
+def test_false_given_to_create_app_is_refused_naming_the_variable(fake):
+    with pytest.raises(ConfigError, match="M2M_ISSUER_MAX_ATTEMPTS must be a whole number"):
+        create_app(app_config(fake, M2M_ISSUER_MAX_ATTEMPTS=False))
 
 
 def test_create_app_fails_fast_on_bad_settings(fake):

@@ -420,9 +420,12 @@ def test_issuer_timeout_is_bounded_and_reported(fake):
     assert len(client.sleeps) == 1
 
 
-def test_margin_not_smaller_than_ttl_fails_fast():
+@pytest.mark.parametrize(("ttl", "margin"), [(30, 30), (None, -1), (None, float("nan"))])
+def test_margin_not_smaller_than_ttl_or_not_finite_fails_fast(ttl, margin):
     with pytest.raises(ValueError, match="refresh margin"):
-        M2MTokenClient("http://127.0.0.1:1", MACHINE_KEY, ttl_seconds=30, refresh_margin_seconds=30)
+        M2MTokenClient(
+            "http://127.0.0.1:1", MACHINE_KEY, ttl_seconds=ttl, refresh_margin_seconds=margin
+        )
 
 
 # -- presenting the token and the retry on 401 --------------------------------------------------

@@ -15,6 +15,7 @@ from dotenv import dotenv_values
 from flask import Flask
 
 from caller_app.config import load_settings
+from caller_app.errors import register_error_handlers
 from caller_app.token_client import M2MTokenClient, RetryPolicy
 
 APP_DIR = Path(__file__).resolve().parent
@@ -51,4 +52,5 @@ def create_app(config: Mapping[str, object] | None = None) -> Flask:
     from caller_app import send
 
     app.register_blueprint(send.bp)
+    register_error_handlers(app)
     return app

@@ -3,11 +3,10 @@ answer that names the dependency that failed, never a traceback."""
 
 from __future__ import annotations
 
-import logging
-
 import requests
 from flask import Blueprint, current_app, jsonify, request
 
+from caller_app.errors import json_error
 from caller_app.token_client import (
     TOKEN_FORMATS,
     IssuerRequestRejected,
@@ -18,7 +17,6 @@ from caller_app.token_client import (
 from caller_app.www_authenticate import parse_bearer_challenge
 
 bp = Blueprint("send", __name__)
-log = logging.getLogger(__name__)
 
 MESSAGE = {"message": "Hello from the caller"}
 DEFAULT_RETRY_AFTER = 5  # seconds, when the dependency gave no usable Retry-After
@@ -38,24 +36,26 @@ def send():
     client: M2MTokenClient = current_app.extensions["m2m_token_client"]
     token_format = request.args.get("format") or settings.token_format
     if token_format not in TOKEN_FORMATS:
-        return _error(400, "invalid_format", "format must be opaque or jwt", dependency=None)
+        return json_error(400, "invalid_format", "format must be opaque or jwt", dependency=None)
     url = f"{settings.receiver_url}/receive"
     try:
         result = client.request("POST", url, token_format=token_format, json=MESSAGE)
     except IssuerUnavailable as exc:
-        response = _error(503, "issuer_unavailable", f"no M2M token: {exc}", dependency="issuer")
+        response = json_error(
+            503, "issuer_unavailable", f"no M2M token: {exc}", dependency="issuer"
+        )
         response.headers["Retry-After"] = _retry_after_header(exc.retry_after)
         return response
     except MachineSecretKeyRejected as exc:
-        return _error(502, "machine_secret_key_rejected", str(exc), dependency="issuer")
+        return json_error(502, "machine_secret_key_rejected", str(exc), dependency="issuer")
     except IssuerRequestRejected as exc:
-        return _error(502, "issuer_rejected_request", str(exc), dependency="issuer",
+        return json_error(502, "issuer_rejected_request", str(exc), dependency="issuer",
                       issuer_status=exc.status, issuer_code=exc.code)  # fmt: skip
     except requests.Timeout:
-        return _error(502, "receiver_unreachable", f"the receiver at {url} timed out",
+        return json_error(502, "receiver_unreachable", f"the receiver at {url} timed out",
                       dependency="receiver")  # fmt: skip
     except requests.RequestException as exc:
-        return _error(502, "receiver_unreachable",
+        return json_error(502, "receiver_unreachable",
                       f"the receiver at {url} is unreachable ({type(exc).__name__})",
                       dependency="receiver")  # fmt: skip
     return _receiver_answer(result, url)
@@ -68,7 +68,7 @@ def _receiver_answer(result, url: str):
     if response.status_code in (401, 403):
         challenge = parse_bearer_challenge(response.headers.get("WWW-Authenticate", ""))
         reason = challenge.get("error_description") or challenge.get("error") or "no reason given"
-        return _error(
+        return json_error(
             502, "receiver_rejected_token",
             f"the receiver answered {response.status_code}: {reason}"
             + (" (also to a freshly created token)" if result.retried_after_401 else ""),
@@ -81,7 +81,7 @@ def _receiver_answer(result, url: str):
         return _receiver_unavailable(response, url)
     if response.status_code >= 500:
         said = _error_description(response)
-        return _error(502, "receiver_error", f"the receiver at {url} answered "
+        return json_error(502, "receiver_error", f"the receiver at {url} answered "
                       f"{response.status_code}" + (f": {said}" if said else ""),
                       dependency="receiver", receiver_status=response.status_code,
                       receiver_error_description=said)  # fmt: skip
@@ -90,7 +90,7 @@ def _receiver_answer(result, url: str):
     except ValueError:
         body = None
     if not response.ok or body is None:
-        return _error(502, "receiver_bad_answer", f"the receiver at {url} answered "
+        return json_error(502, "receiver_bad_answer", f"the receiver at {url} answered "
                       f"{response.status_code} without the expected JSON", dependency="receiver",
                       receiver_status=response.status_code)  # fmt: skip
     return jsonify(receiver=body, token=used, retried_after_401=result.retried_after_401)
@@ -100,7 +100,7 @@ def _receiver_unavailable(response, url: str):
     """The receiver cannot serve right now (e.g. it cannot reach the issuer to verify an opaque
     token): a 503 naming it, with its Retry-After passed on (bounded)."""
     said = _error_description(response)
-    answer = _error(
+    answer = json_error(
         503,
         "receiver_unavailable",
         f"the receiver at {url} is unavailable" + (f": {said}" if said else ""),
@@ -133,13 +133,3 @@ def _error_description(response) -> str | None:
         return None
     said = body.get("error_description") or body.get("error")
     return str(said)[:200] if said else None
-
-
-def _error(status: int, code: str, message: str, *, dependency: str | None, **extra):
-    """A JSON error body: what failed (`dependency`), a stable `error` code and a message."""
-    if status >= 500:
-        log.warning("send failed: %s: %s", code, message)
-    body = {"error": code, "message": message, "dependency": dependency, **extra}
-    response = jsonify(body)
-    response.status_code = status
-    return response

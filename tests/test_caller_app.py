@@ -216,6 +216,35 @@ def test_receiver_403_is_not_retried_and_is_reported(client, fake):
     assert len(fake.received) == 1
 
 
+def test_unknown_route_is_a_json_404(client):
+    answer = client.get("/nope")
+    assert answer.status_code == 404 and answer.is_json
+    assert answer.get_json()["error"] == "not_found"
+    assert answer.get_json()["dependency"] is None
+
+
+def test_wrong_method_is_a_json_405_with_allow(client, fake):
+    answer = client.post("/send")
+    assert answer.status_code == 405 and answer.is_json
+    assert answer.get_json()["error"] == "method_not_allowed"
+    assert "GET" in answer.headers["Allow"]
+    assert fake.creations == 0
+
+
+def test_unexpected_failure_is_a_json_500_without_details(fake):
+    app = create_app(app_config(fake, TESTING=False))  # TESTING would re-raise instead
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("internal detail")
+
+    app.extensions["m2m_token_client"].request = broken
+    answer = app.test_client().get("/send")
+    assert answer.status_code == 500 and answer.is_json
+    assert answer.get_json()["error"] == "internal_error"
+    text = answer.get_data(as_text=True)
+    assert "internal detail" not in text and "Traceback" not in text
+
+
 # -- configuration ------------------------------------------------------------------------------
 
 

@@ -48,6 +48,10 @@ class IssuerUnavailable(TokenClientError):
         self.retry_after = retry_after
 
 
+class _IssuerBusy(IssuerUnavailable):
+    """An IssuerUnavailable worth retrying: a network error, a timeout, a 429 or a 5xx."""
+
+
 class MachineSecretKeyRejected(TokenClientError):
     """The issuer answered 401: this machine's secret key is wrong, deleted or rotated away."""
 
@@ -155,11 +159,18 @@ class M2MTokenClient:
             if cached is not None and self._monotonic() < cached.fresh_until:
                 return cached
             flight = self._flights.get(key)
-            leader = flight is None
-            if leader:
+            is_leader = flight is None  # nobody is creating one: this thread does, others wait
+            if is_leader:
                 flight = self._flights[key] = Future()
-        if not leader:
-            return self._wait_for(flight)
+        if is_leader:
+            return self._create_for_everyone(key, flight)
+        return self._wait_for(flight)
+
+    def _create_for_everyone(
+        self, key: tuple[str, int | None], flight: Future[M2MToken]
+    ) -> M2MToken:
+        """The leader's part of single flight: create the token, cache it while fresh, and
+        hand the token (or the error) to every thread waiting on `flight`."""
         try:
             token = self._create_with_retries(*key)
         except BaseException as exc:
@@ -223,40 +234,44 @@ class M2MTokenClient:
 
     def _wait_for(self, flight: Future[M2MToken]) -> M2MToken:
         """Wait for the creation another thread is making, and share its outcome."""
-        budget = self.retry.max_total_seconds + self.retry.max_attempts * _total_timeout(
+        longest_creation = self.retry.max_total_seconds + self.retry.max_attempts * _total_timeout(
             self.timeout
         )
         try:
-            return flight.result(timeout=budget)
+            return flight.result(timeout=longest_creation)
         except FutureTimeout:
             raise IssuerUnavailable("timed out waiting for the issuer to create a token") from None
 
     def _create_with_retries(self, token_format: str, ttl_seconds: int | None) -> M2MToken:
-        """One token creation, retried on connection errors, timeouts, 429 and 5xx only."""
+        """One token creation, retried with backoff on connection errors, timeouts, 429 and
+        5xx only, within max_attempts and the max_total_seconds budget."""
         deadline = self._monotonic() + self.retry.max_total_seconds
-        for attempt in range(self.retry.max_attempts):
-            started = self._monotonic()
+        for attempt in range(1, self.retry.max_attempts + 1):
             try:
-                response = self._post_create(token_format, ttl_seconds)
-            except requests.RequestException as exc:
-                failure = IssuerUnavailable(f"the issuer is unreachable ({type(exc).__name__})")
-                retry_after = None
-            else:
-                if response.status_code in (200, 201):
-                    return self._token_from(response, token_format, started)
-                if response.status_code != 429 and response.status_code < 500:
-                    raise _rejection(response)
-                retry_after = _retry_after_seconds(response, self._wall_clock)
-                failure = IssuerUnavailable(
-                    f"the issuer answered {response.status_code}", retry_after=retry_after
-                )
-            delay = self._backoff(attempt, retry_after)
-            last = attempt == self.retry.max_attempts - 1
-            if last or self._monotonic() + delay > deadline:
-                raise failure
-            log.warning("%s; retry %d in %.2f s", failure, attempt + 1, delay)
-            self._sleep(delay)
-        raise AssertionError("unreachable")  # pragma: no cover
+                return self._create_once(token_format, ttl_seconds)
+            except _IssuerBusy as failure:
+                delay = self._backoff(attempt - 1, failure.retry_after)
+                if attempt == self.retry.max_attempts or self._monotonic() + delay > deadline:
+                    raise
+                log.warning("%s; retry %d in %.2f s", failure, attempt, delay)
+                self._sleep(delay)
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def _create_once(self, token_format: str, ttl_seconds: int | None) -> M2MToken:
+        """One `POST /m2m_tokens`: the token; _IssuerBusy when a retry may help; another
+        TokenClientError when it cannot (401, other 4xx, a malformed 201)."""
+        started = self._monotonic()
+        try:
+            response = self._post_create(token_format, ttl_seconds)
+        except requests.RequestException as exc:
+            raise _IssuerBusy(f"the issuer is unreachable ({type(exc).__name__})") from None
+        status = response.status_code
+        if status in (200, 201):
+            return self._token_from(response, token_format, started)
+        if status == 429 or status >= 500:
+            retry_after = _retry_after_seconds(response, self._wall_clock)
+            raise _IssuerBusy(f"the issuer answered {status}", retry_after=retry_after)
+        raise _rejection(response)
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
         """Full jitter (AWS style). An issuer's Retry-After is a floor, capped: it can make us

@@ -14,7 +14,8 @@ from pathlib import Path
 from dotenv import dotenv_values
 from flask import Flask
 
-from caller_app.config import load_settings
+from caller_app.config import Settings, load_settings
+from caller_app.errors import register_error_handlers
 from caller_app.token_client import M2MTokenClient, RetryPolicy
 
 APP_DIR = Path(__file__).resolve().parent
@@ -25,30 +26,43 @@ def create_app(config: Mapping[str, object] | None = None) -> Flask:
     `caller_app/.env` (skipped when M2M_SKIP_DOTENV=1); bad settings fail here, clearly."""
     app = Flask(__name__)
     config = dict(config or {})
-    env: dict[str, str] = {}
-    if os.environ.get("M2M_SKIP_DOTENV") != "1":
-        env.update({k: v for k, v in dotenv_values(APP_DIR / ".env").items() if v is not None})
-    env.update(os.environ)
-    env.update({k: str(v) for k, v in config.items() if isinstance(v, str | int | float)})
-    settings = load_settings(env)
+    settings = load_settings(_environment(config))
     app.config.update(config)
     app.extensions["caller_settings"] = settings
-    app.extensions["m2m_token_client"] = M2MTokenClient(
-        settings.clerk_api_url,
-        settings.machine_secret_key,
-        token_format=settings.token_format,
-        ttl_seconds=settings.ttl_seconds,
-        refresh_margin_seconds=settings.refresh_margin_seconds,
-        timeout=(min(3.05, settings.http_timeout_seconds), settings.http_timeout_seconds),
-        retry=RetryPolicy(
-            max_attempts=settings.issuer_max_attempts,
-            max_total_seconds=settings.issuer_retry_budget_seconds,
-        ),
-    )
+    app.extensions["m2m_token_client"] = _token_client(settings)
     if not app.debug:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
     from caller_app import send
 
     app.register_blueprint(send.bp)
+    register_error_handlers(app)
     return app
+
+
+def _environment(config: Mapping[str, object]) -> dict[str, str]:
+    """The variables settings are read from: `.env`, overridden by the real environment,
+    overridden by `config`. A `config` value is used as given (0 is 0); None means unset."""
+    env: dict[str, str] = {}
+    if os.environ.get("M2M_SKIP_DOTENV") != "1":
+        env.update({k: v for k, v in dotenv_values(APP_DIR / ".env").items() if v is not None})
+    env.update(os.environ)
+    env.update({k: str(v) for k, v in config.items() if isinstance(v, str | int | float)})
+    return env
+
+
+def _token_client(settings: Settings) -> M2MTokenClient:
+    """The one token client of this process, shared by every request."""
+    connect_timeout = min(3.05, settings.http_timeout_seconds)  # 3.05: just past a TCP retry
+    return M2MTokenClient(
+        settings.clerk_api_url,
+        settings.machine_secret_key,
+        token_format=settings.token_format,
+        ttl_seconds=settings.ttl_seconds,
+        refresh_margin_seconds=settings.refresh_margin_seconds,
+        timeout=(connect_timeout, settings.http_timeout_seconds),
+        retry=RetryPolicy(
+            max_attempts=settings.issuer_max_attempts,
+            max_total_seconds=settings.issuer_retry_budget_seconds,
+        ),
+    )

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 TOKEN_FORMATS = ("opaque", "jwt")
 MAX_TTL_SECONDS = 315_360_000  # Clerk's upper bound for a token lifetime
@@ -36,72 +38,107 @@ class Settings:
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Settings from `env` (default: os.environ); raises ConfigError naming the bad variable."""
     env = os.environ if env is None else env
-    key = _required(env, "CLERK_MACHINE_SECRET_KEY")
+    ttl = _ttl(env)
+    return Settings(
+        clerk_api_url=_url(env, "CLERK_API_URL", default="https://api.clerk.com"),
+        machine_secret_key=_machine_secret_key(env),
+        receiver_url=_url(env, "RECEIVER_URL"),
+        token_format=_token_format(env),
+        ttl_seconds=ttl,
+        refresh_margin_seconds=_refresh_margin(env, ttl),
+        http_timeout_seconds=_float(env, "M2M_HTTP_TIMEOUT_SECONDS", 5.0, low=0.1, high=60),
+        issuer_max_attempts=_int(env, "M2M_ISSUER_MAX_ATTEMPTS", 4, low=1, high=10),
+        issuer_retry_budget_seconds=_float(
+            env, "M2M_ISSUER_RETRY_BUDGET_SECONDS", 8.0, low=0, high=120
+        ),
+    )
+
+
+def _machine_secret_key(env: Mapping[str, str]) -> str:
+    key = _text(env, "CLERK_MACHINE_SECRET_KEY")
+    if not key:
+        raise ConfigError("CLERK_MACHINE_SECRET_KEY is not set (see caller_app/.env.example)")
     if not key.startswith("ak_"):
         raise ConfigError(
             "CLERK_MACHINE_SECRET_KEY must be this machine's secret key (it starts with ak_); "
             "an instance key (sk_...) cannot create M2M tokens"
         )
-    token_format = env.get("M2M_TOKEN_FORMAT", "").strip() or "opaque"
+    return key
+
+
+def _token_format(env: Mapping[str, str]) -> str:
+    token_format = _text(env, "M2M_TOKEN_FORMAT") or "opaque"
     if token_format not in TOKEN_FORMATS:
         raise ConfigError(f"M2M_TOKEN_FORMAT must be opaque or jwt, not {token_format!r}")
-    ttl = _number(env, "M2M_TOKEN_TTL_SECONDS", int, default=300, allow_empty=True)
-    if ttl is not None and not 1 <= ttl <= MAX_TTL_SECONDS:
-        raise ConfigError(f"M2M_TOKEN_TTL_SECONDS must be between 1 and {MAX_TTL_SECONDS}")
-    margin = _number(env, "M2M_REFRESH_MARGIN_SECONDS", float, default=30.0)
-    if margin < 0 or (ttl is not None and margin >= ttl):
-        raise ConfigError(
-            f"M2M_REFRESH_MARGIN_SECONDS ({margin:g}) must be at least 0 and smaller than "
-            f"M2M_TOKEN_TTL_SECONDS ({ttl}), or no token would ever be reused"
-        )
-    timeout = _number(env, "M2M_HTTP_TIMEOUT_SECONDS", float, default=5.0)
-    attempts = _number(env, "M2M_ISSUER_MAX_ATTEMPTS", int, default=4)
-    budget = _number(env, "M2M_ISSUER_RETRY_BUDGET_SECONDS", float, default=8.0)
-    if timeout <= 0 or attempts < 1 or budget < 0:
-        raise ConfigError(
-            "M2M_HTTP_TIMEOUT_SECONDS must be > 0, M2M_ISSUER_MAX_ATTEMPTS >= 1 and "
-            "M2M_ISSUER_RETRY_BUDGET_SECONDS >= 0"
-        )
-    return Settings(
-        clerk_api_url=_url(env, "CLERK_API_URL", default="https://api.clerk.com"),
-        machine_secret_key=key,
-        receiver_url=_url(env, "RECEIVER_URL"),
-        token_format=token_format,
-        ttl_seconds=ttl,
-        refresh_margin_seconds=margin,
-        http_timeout_seconds=timeout,
-        issuer_max_attempts=attempts,
-        issuer_retry_budget_seconds=budget,
-    )
+    return token_format
 
 
-def _required(env: Mapping[str, str], name: str) -> str:
-    value = env.get(name, "").strip()
-    if not value:
-        raise ConfigError(f"{name} is not set (see caller_app/.env.example)")
-    return value
+def _ttl(env: Mapping[str, str]) -> int | None:
+    """The lifetime to ask for; set but empty means None: the machine's default_token_ttl."""
+    if "M2M_TOKEN_TTL_SECONDS" in env and not _text(env, "M2M_TOKEN_TTL_SECONDS"):
+        return None
+    return _int(env, "M2M_TOKEN_TTL_SECONDS", 300, low=1, high=MAX_TTL_SECONDS)
+
+
+def _refresh_margin(env: Mapping[str, str], ttl: int | None) -> float:
+    name = "M2M_REFRESH_MARGIN_SECONDS"
+    margin = _float(env, name, 30.0, low=0, high=MAX_TTL_SECONDS)
+    if ttl is not None and margin >= ttl:
+        raise ConfigError(
+            f"{name} ({margin:g}) must be smaller than M2M_TOKEN_TTL_SECONDS ({ttl}), "
+            "or no token would ever be reused"
+        )
+    return margin
 
 
 def _url(env: Mapping[str, str], name: str, default: str | None = None) -> str:
-    value = env.get(name, "").strip() or default
+    """An http(s) base URL with a host, to which a path such as /receive can be appended."""
+    value = _text(env, name) or default
     if not value:
         raise ConfigError(f"{name} is not set (see caller_app/.env.example)")
-    if not value.startswith(("http://", "https://")):
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https"):
         raise ConfigError(f"{name} must be an http:// or https:// URL, not {value!r}")
+    if not parts.hostname:
+        raise ConfigError(f"{name} must name a host, as in http://127.0.0.1:8782, not {value!r}")
+    try:
+        parts.port  # noqa: B018 (urlsplit checks the port only when asked for it)
+    except ValueError:
+        raise ConfigError(f"{name} has an invalid port: {value!r}") from None
+    if parts.query or parts.fragment:
+        raise ConfigError(f"{name} must not have a query or fragment: {value!r}")
     return value.rstrip("/")
 
 
-def _number(env, name, kind, *, default, allow_empty=False):
-    """`env[name]` parsed as `kind`; missing means `default`; empty means None if allowed
-    (for the TTL: empty = the machine's default_token_ttl)."""
-    if name not in env:
-        return default
-    raw = env[name].strip()
+def _int(env: Mapping[str, str], name: str, default: int, *, low: int, high: int) -> int:
+    """`env[name]` as a whole number in low..high; unset or empty means `default`."""
+    raw = _text(env, name)
     if not raw:
-        if allow_empty:
-            return None
         return default
     try:
-        return kind(raw)
+        value = int(raw)
     except ValueError:
-        raise ConfigError(f"{name} must be a number, not {raw!r}") from None
+        raise ConfigError(f"{name} must be a whole number, not {raw!r}") from None
+    if not low <= value <= high:
+        raise ConfigError(f"{name} must be between {low} and {high}, not {value}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float, *, low: float, high: float) -> float:
+    """`env[name]` as a finite number of seconds in low..high; unset or empty means `default`."""
+    raw = _text(env, name)
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number of seconds, not {raw!r}") from None
+    if not math.isfinite(value):
+        raise ConfigError(f"{name} must be a finite number of seconds, not {raw!r}")
+    if not low <= value <= high:
+        raise ConfigError(f"{name} must be between {low:g} and {high:g} seconds, not {raw}")
+    return value
+
+
+def _text(env: Mapping[str, str], name: str) -> str:
+    return env.get(name, "").strip()

@@ -3,13 +3,13 @@ answer that names the dependency that failed, never a traceback."""
 
 from __future__ import annotations
 
-import logging
-
 import requests
 from flask import Blueprint, current_app, jsonify, request
 
+from caller_app.errors import json_error
 from caller_app.token_client import (
     TOKEN_FORMATS,
+    AuthorizedResponse,
     IssuerRequestRejected,
     IssuerUnavailable,
     M2MTokenClient,
@@ -18,10 +18,10 @@ from caller_app.token_client import (
 from caller_app.www_authenticate import parse_bearer_challenge
 
 bp = Blueprint("send", __name__)
-log = logging.getLogger(__name__)
 
 MESSAGE = {"message": "Hello from the caller"}
-DEFAULT_RETRY_AFTER = 5  # seconds, when the issuer gave no Retry-After
+DEFAULT_RETRY_AFTER = 5  # seconds, when the dependency gave no usable Retry-After
+MAX_RETRY_AFTER = 60  # seconds: never tell our own clients to wait longer than this
 
 
 @bp.get("/healthz")
@@ -37,80 +37,132 @@ def send():
     client: M2MTokenClient = current_app.extensions["m2m_token_client"]
     token_format = request.args.get("format") or settings.token_format
     if token_format not in TOKEN_FORMATS:
-        return _error(400, "invalid_format", "format must be opaque or jwt", dependency=None)
+        return json_error(400, "invalid_format", "format must be opaque or jwt", dependency=None)
     url = f"{settings.receiver_url}/receive"
     try:
         result = client.request("POST", url, token_format=token_format, json=MESSAGE)
     except IssuerUnavailable as exc:
-        retry_after = round(exc.retry_after or DEFAULT_RETRY_AFTER)
-        response = _error(503, "issuer_unavailable", f"no M2M token: {exc}", dependency="issuer")
-        response.headers["Retry-After"] = str(max(1, retry_after))
-        return response
+        answer = json_error(503, "issuer_unavailable", f"no M2M token: {exc}", dependency="issuer")
+        answer.headers["Retry-After"] = _retry_after_header(exc.retry_after)
+        return answer
     except MachineSecretKeyRejected as exc:
-        return _error(502, "machine_secret_key_rejected", str(exc), dependency="issuer")
+        return json_error(502, "machine_secret_key_rejected", str(exc), dependency="issuer")
     except IssuerRequestRejected as exc:
-        return _error(502, "issuer_rejected_request", str(exc), dependency="issuer",
-                      issuer_status=exc.status, issuer_code=exc.code)  # fmt: skip
+        return json_error(
+            502,
+            "issuer_rejected_request",
+            str(exc),
+            dependency="issuer",
+            issuer_status=exc.status,
+            issuer_code=exc.code,
+        )
     except requests.Timeout:
-        return _error(502, "receiver_unreachable", f"the receiver at {url} timed out",
-                      dependency="receiver")  # fmt: skip
+        message = f"the receiver at {url} timed out"
+        return json_error(502, "receiver_unreachable", message, dependency="receiver")
     except requests.RequestException as exc:
-        return _error(502, "receiver_unreachable",
-                      f"the receiver at {url} is unreachable ({type(exc).__name__})",
-                      dependency="receiver")  # fmt: skip
+        message = f"the receiver at {url} is unreachable ({type(exc).__name__})"
+        return json_error(502, "receiver_unreachable", message, dependency="receiver")
     return _receiver_answer(result, url)
 
 
-def _receiver_answer(result, url: str):
-    """Pass on the receiver's reply with the token used, or a clear JSON 502."""
-    response, token = result.response, result.token
-    used = {"format": token.format, "id": token.id}
+def _receiver_answer(result: AuthorizedResponse, url: str):
+    """Pass on the receiver's reply with the token used, or a JSON error naming the receiver."""
+    response = result.response
     if response.status_code in (401, 403):
-        challenge = parse_bearer_challenge(response.headers.get("WWW-Authenticate", ""))
-        reason = challenge.get("error_description") or challenge.get("error") or "no reason given"
-        return _error(
-            502, "receiver_rejected_token",
-            f"the receiver answered {response.status_code}: {reason}"
-            + (" (also to a freshly created token)" if result.retried_after_401 else ""),
-            dependency="receiver", receiver_status=response.status_code,
-            receiver_error=challenge.get("error"),
-            receiver_error_description=challenge.get("error_description"),
-            token=used, retried_after_401=result.retried_after_401,
-        )  # fmt: skip
+        return _receiver_rejected_token(result)
+    if response.status_code == 503:
+        return _receiver_unavailable(response, url)
     if response.status_code >= 500:
-        said = _error_description(response)
-        return _error(502, "receiver_error", f"the receiver at {url} answered "
-                      f"{response.status_code}" + (f": {said}" if said else ""),
-                      dependency="receiver", receiver_status=response.status_code,
-                      receiver_error_description=said)  # fmt: skip
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
+        return _receiver_error(response, url)
+    body = _json_or_none(response)
     if not response.ok or body is None:
-        return _error(502, "receiver_bad_answer", f"the receiver at {url} answered "
-                      f"{response.status_code} without the expected JSON", dependency="receiver",
-                      receiver_status=response.status_code)  # fmt: skip
-    return jsonify(receiver=body, token=used, retried_after_401=result.retried_after_401)
+        message = f"the receiver at {url} answered {response.status_code} without the expected JSON"
+        return json_error(
+            502,
+            "receiver_bad_answer",
+            message,
+            dependency="receiver",
+            receiver_status=response.status_code,
+        )
+    token = {"format": result.token.format, "id": result.token.id}
+    return jsonify(receiver=body, token=token, retried_after_401=result.retried_after_401)
 
 
-def _error_description(response) -> str | None:
+def _receiver_rejected_token(result: AuthorizedResponse):
+    """A 401 (also to a fresh token: the client already retried once) or a 403: a 502 with
+    the `error` and `error_description` of the receiver's WWW-Authenticate challenge."""
+    status = result.response.status_code
+    challenge = parse_bearer_challenge(result.response.headers.get("WWW-Authenticate", ""))
+    reason = challenge.get("error_description") or challenge.get("error") or "no reason given"
+    message = f"the receiver answered {status}: {reason}"
+    if result.retried_after_401:
+        message += " (also to a freshly created token)"
+    return json_error(
+        502,
+        "receiver_rejected_token",
+        message,
+        dependency="receiver",
+        receiver_status=status,
+        receiver_error=challenge.get("error"),
+        receiver_error_description=challenge.get("error_description"),
+        token={"format": result.token.format, "id": result.token.id},
+        retried_after_401=result.retried_after_401,
+    )
+
+
+def _receiver_unavailable(response: requests.Response, url: str):
+    """The receiver cannot serve right now (e.g. it cannot reach the issuer to verify an opaque
+    token): a 503 naming it, with its Retry-After passed on (bounded)."""
+    said = _error_description(response)
+    message = f"the receiver at {url} is unavailable" + (f": {said}" if said else "")
+    answer = json_error(
+        503,
+        "receiver_unavailable",
+        message,
+        dependency="receiver",
+        receiver_status=503,
+        receiver_error_description=said,
+    )
+    retry_after = response.headers.get("Retry-After", "").strip()
+    seconds = int(retry_after) if retry_after.isdigit() else None
+    answer.headers["Retry-After"] = _retry_after_header(seconds)
+    return answer
+
+
+def _receiver_error(response: requests.Response, url: str):
+    """Another 5xx: a 502, not retried (the POST may have had effects)."""
+    said = _error_description(response)
+    message = f"the receiver at {url} answered {response.status_code}"
+    message += f": {said}" if said else ""
+    return json_error(
+        502,
+        "receiver_error",
+        message,
+        dependency="receiver",
+        receiver_status=response.status_code,
+        receiver_error_description=said,
+    )
+
+
+def _retry_after_header(seconds: float | None) -> str:
+    """A dependency's Retry-After for our own answer: the default when it gave none, else
+    rounded into 1..MAX_RETRY_AFTER seconds."""
+    if seconds is None:
+        return str(DEFAULT_RETRY_AFTER)
+    return str(min(MAX_RETRY_AFTER, max(1, round(seconds))))
+
+
+def _error_description(response: requests.Response) -> str | None:
     """The `error_description` (or `error`) of a JSON error body, if the receiver sent one."""
-    try:
-        body = response.json()
-    except ValueError:
-        return None
+    body = _json_or_none(response)
     if not isinstance(body, dict):
         return None
     said = body.get("error_description") or body.get("error")
     return str(said)[:200] if said else None
 
 
-def _error(status: int, code: str, message: str, *, dependency: str | None, **extra):
-    """A JSON error body: what failed (`dependency`), a stable `error` code and a message."""
-    if status >= 500:
-        log.warning("send failed: %s: %s", code, message)
-    body = {"error": code, "message": message, "dependency": dependency, **extra}
-    response = jsonify(body)
-    response.status_code = status
-    return response
+def _json_or_none(response: requests.Response):
+    try:
+        return response.json()
+    except ValueError:
+        return None

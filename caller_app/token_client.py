@@ -15,7 +15,9 @@ service answers 401 it drops the token, gets a fresh one and retries once.
 from __future__ import annotations
 
 import logging
+import math
 import random
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -30,6 +32,8 @@ from requests.adapters import HTTPAdapter
 log = logging.getLogger(__name__)
 
 TOKEN_FORMATS = ("opaque", "jwt")
+# What may follow "Bearer " (RFC 6750 b64token): opaque mt_... and JWTs both fit.
+_BEARER_TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 
 
 class TokenClientError(Exception):
@@ -42,6 +46,10 @@ class IssuerUnavailable(TokenClientError):
     def __init__(self, message: str, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class _IssuerBusy(IssuerUnavailable):
+    """An IssuerUnavailable worth retrying: a network error, a timeout, a 429 or a 5xx."""
 
 
 class MachineSecretKeyRejected(TokenClientError):
@@ -110,10 +118,14 @@ class M2MTokenClient:
     ) -> None:
         if token_format not in TOKEN_FORMATS:
             raise ValueError(f"token_format must be one of {TOKEN_FORMATS}, not {token_format!r}")
-        if ttl_seconds is not None and not 0 <= refresh_margin_seconds < ttl_seconds:
+        if not (math.isfinite(refresh_margin_seconds) and refresh_margin_seconds >= 0):
             raise ValueError(
-                f"the refresh margin ({refresh_margin_seconds} s) must be at least 0 and smaller "
-                f"than the token TTL ({ttl_seconds} s), or every call would create a token"
+                f"the refresh margin ({refresh_margin_seconds} s) must be finite, >= 0"
+            )
+        if ttl_seconds is not None and refresh_margin_seconds >= ttl_seconds:
+            raise ValueError(
+                f"the refresh margin ({refresh_margin_seconds} s) must be smaller than the token "
+                f"TTL ({ttl_seconds} s), or every call would create a token"
             )
         self.api_url = api_url.rstrip("/")
         self._key = machine_secret_key
@@ -147,11 +159,18 @@ class M2MTokenClient:
             if cached is not None and self._monotonic() < cached.fresh_until:
                 return cached
             flight = self._flights.get(key)
-            leader = flight is None
-            if leader:
+            is_leader = flight is None  # nobody is creating one: this thread does, others wait
+            if is_leader:
                 flight = self._flights[key] = Future()
-        if not leader:
-            return self._wait_for(flight)
+        if is_leader:
+            return self._create_for_everyone(key, flight)
+        return self._wait_for(flight)
+
+    def _create_for_everyone(
+        self, key: tuple[str, int | None], flight: Future[M2MToken]
+    ) -> M2MToken:
+        """The leader's part of single flight: create the token, cache it while fresh, and
+        hand the token (or the error) to every thread waiting on `flight`."""
         try:
             token = self._create_with_retries(*key)
         except BaseException as exc:
@@ -215,46 +234,53 @@ class M2MTokenClient:
 
     def _wait_for(self, flight: Future[M2MToken]) -> M2MToken:
         """Wait for the creation another thread is making, and share its outcome."""
-        budget = self.retry.max_total_seconds + self.retry.max_attempts * _total_timeout(
+        longest_creation = self.retry.max_total_seconds + self.retry.max_attempts * _total_timeout(
             self.timeout
         )
         try:
-            return flight.result(timeout=budget)
+            return flight.result(timeout=longest_creation)
         except FutureTimeout:
             raise IssuerUnavailable("timed out waiting for the issuer to create a token") from None
 
     def _create_with_retries(self, token_format: str, ttl_seconds: int | None) -> M2MToken:
-        """One token creation, retried on connection errors, timeouts, 429 and 5xx only."""
+        """One token creation, retried with backoff on connection errors, timeouts, 429 and
+        5xx only, within max_attempts and the max_total_seconds budget."""
         deadline = self._monotonic() + self.retry.max_total_seconds
-        for attempt in range(self.retry.max_attempts):
-            started = self._monotonic()
+        for attempt in range(1, self.retry.max_attempts + 1):
             try:
-                response = self._post_create(token_format, ttl_seconds)
-            except requests.RequestException as exc:
-                failure = IssuerUnavailable(f"the issuer is unreachable ({type(exc).__name__})")
-                retry_after = None
-            else:
-                if response.status_code in (200, 201):
-                    return self._token_from(response, token_format, started)
-                if response.status_code != 429 and response.status_code < 500:
-                    raise _rejection(response)
-                retry_after = _retry_after_seconds(response, self._wall_clock)
-                failure = IssuerUnavailable(
-                    f"the issuer answered {response.status_code}", retry_after=retry_after
-                )
-            delay = self._backoff(attempt, retry_after)
-            last = attempt == self.retry.max_attempts - 1
-            if last or self._monotonic() + delay > deadline:
-                raise failure
-            log.warning("%s; retry %d in %.2f s", failure, attempt + 1, delay)
-            self._sleep(delay)
-        raise AssertionError("unreachable")  # pragma: no cover
+                return self._create_once(token_format, ttl_seconds)
+            except _IssuerBusy as failure:
+                delay = self._backoff(attempt - 1, failure.retry_after)
+                if attempt == self.retry.max_attempts or self._monotonic() + delay > deadline:
+                    raise
+                log.warning("%s; retry %d in %.2f s", failure, attempt, delay)
+                self._sleep(delay)
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def _create_once(self, token_format: str, ttl_seconds: int | None) -> M2MToken:
+        """One `POST /m2m_tokens`: the token; _IssuerBusy when a retry may help; another
+        TokenClientError when it cannot (401, other 4xx, a malformed 201)."""
+        started = self._monotonic()
+        try:
+            response = self._post_create(token_format, ttl_seconds)
+        except requests.RequestException as exc:
+            raise _IssuerBusy(f"the issuer is unreachable ({type(exc).__name__})") from None
+        status = response.status_code
+        if status in (200, 201):
+            return self._token_from(response, token_format, started)
+        if status == 429 or status >= 500:
+            retry_after = _retry_after_seconds(response, self._wall_clock)
+            raise _IssuerBusy(f"the issuer answered {status}", retry_after=retry_after)
+        raise _rejection(response)
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
-        """Full jitter (AWS style); an issuer's Retry-After wins, capped."""
-        if retry_after is not None:
-            return min(retry_after, self.retry.retry_after_cap)
-        return random.uniform(0, min(self.retry.backoff_cap, self.retry.backoff_base * 2**attempt))  # noqa: S311
+        """Full jitter (AWS style). An issuer's Retry-After is a floor, capped: it can make us
+        wait longer, never skip the backoff (`Retry-After: 0` would retry at once)."""
+        ceiling = min(self.retry.backoff_cap, self.retry.backoff_base * 2**attempt)
+        jittered = random.uniform(0, ceiling)  # noqa: S311 (jitter, not a secret)
+        if retry_after is None:
+            return jittered
+        return min(self.retry.retry_after_cap, max(retry_after, jittered))
 
     def _post_create(self, token_format: str, ttl_seconds: int | None) -> requests.Response:
         body: dict[str, object] = {"token_format": token_format}
@@ -273,12 +299,7 @@ class M2MTokenClient:
         """Build the cache entry from the issuer's answer. The lifetime is the smaller of
         expiration-minus-creation and expiration-minus-our-wall-clock, counted from when we
         asked on our monotonic clock, so clock skew can only make us refresh earlier."""
-        try:
-            data = response.json()
-            secret, token_id = data["token"], data["id"]
-            expiration, created = data.get("expiration"), data.get("created_at")
-        except (ValueError, KeyError, TypeError):
-            raise IssuerUnavailable("the issuer answered 201 without a token object") from None
+        secret, token_id, expiration, created = _parse_token_object(response)
         if expiration is None:
             fresh_until = started  # no expiry given: use once, never cache
         else:
@@ -321,6 +342,46 @@ def _retry_after_seconds(
         return max(0.0, parsedate_to_datetime(value).timestamp() - wall_clock())
     except (TypeError, ValueError):
         return None
+
+
+def _parse_token_object(
+    response: requests.Response,
+) -> tuple[str, str, float | None, float | None]:
+    """(token, id, expiration, created_at) of a 201 answer, checked: a token usable as a Bearer
+    credential, a string id, and times that are finite numbers or null. Anything else is
+    IssuerUnavailable naming the field (never its value, which may be the secret)."""
+    try:
+        data = response.json()
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        raise IssuerUnavailable(
+            "the issuer answered 201 with an unexpected token object (not JSON)"
+        )
+    secret, token_id = data.get("token"), data.get("id")
+    expiration, created = data.get("expiration"), data.get("created_at")
+    checks = {
+        "token": isinstance(secret, str) and _BEARER_TOKEN.fullmatch(secret) is not None,
+        "id": isinstance(token_id, str) and token_id != "",
+        "expiration": expiration is None or _is_finite_number(expiration),
+        "created_at": created is None or _is_finite_number(created),
+    }
+    bad = [name for name, ok in checks.items() if not ok]
+    if bad:
+        raise IssuerUnavailable(
+            f"the issuer answered 201 with an unexpected token object (bad {', '.join(bad)})"
+        )
+    return secret, token_id, expiration, created
+
+
+def _is_finite_number(value: object) -> bool:
+    """An int or float (not a bool) that converts to a finite float."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:  # an int too large for a float
+        return False
 
 
 def _rejection(response: requests.Response) -> TokenClientError:

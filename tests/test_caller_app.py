@@ -104,6 +104,23 @@ def test_issuer_retry_after_is_passed_on(client, fake):
     assert answer.status_code == 503 and answer.headers["Retry-After"] == "7"
 
 
+@pytest.mark.parametrize(("issuer_says", "caller_says"), [("0", "1"), ("3600", "60")])
+def test_issuer_retry_after_is_bounded(client, fake, issuer_says, caller_says):
+    fake.issuer_script.extend([(429, {"Retry-After": issuer_says})] * 2)
+    answer = client.get("/send")
+    assert answer.status_code == 503 and answer.headers["Retry-After"] == caller_says
+
+
+def test_issuer_201_with_a_malformed_token_object_is_a_json_503(client, fake):
+    fake.token_overrides = {"expiration": "99999999999999"}
+    answer = client.get("/send")
+    assert answer.status_code == 503 and answer.is_json
+    body = answer.get_json()
+    assert body["error"] == "issuer_unavailable" and body["dependency"] == "issuer"
+    assert "unexpected token object (bad expiration)" in body["message"]
+    assert fake.received == []  # nothing was sent to the receiver
+
+
 def test_rejected_machine_key_is_reported_without_the_key(client, fake):
     fake.issuer_script.append((401, {}))
     answer = client.get("/send")
@@ -137,10 +154,36 @@ def test_receiver_5xx_is_a_502_naming_the_receiver(client, fake):
 
 
 def test_receiver_5xx_description_is_passed_on(client, fake):
-    fake.receiver_script.append((503, {}))
+    fake.receiver_script.append((502, {}))
     body = client.get("/send").get_json()
-    assert body["receiver_status"] == 503 and body["receiver_error_description"] == "scripted"
+    assert body["receiver_status"] == 502 and body["receiver_error_description"] == "scripted"
     assert body["message"].endswith(": scripted")
+
+
+UNAVAILABLE = {"error": "temporarily_unavailable", "error_description": "token issuer failed"}
+
+
+def test_receiver_503_is_a_503_naming_the_receiver_with_its_retry_after(client, fake):
+    fake.receiver_script.append((503, {"Retry-After": "12"}, UNAVAILABLE))
+    answer = client.get("/send")
+    assert answer.status_code == 503 and answer.headers["Retry-After"] == "12"
+    body = answer.get_json()
+    assert body["error"] == "receiver_unavailable" and body["dependency"] == "receiver"
+    assert body["receiver_status"] == 503
+    assert body["receiver_error_description"] == "token issuer failed"
+    assert "token issuer failed" in body["message"]
+    assert len(fake.received) == 1  # not retried
+
+
+@pytest.mark.parametrize(
+    ("receiver_says", "caller_says"),
+    [(None, "5"), ("soon", "5"), ("0", "1"), ("3600", "60")],
+)
+def test_receiver_retry_after_is_bounded_with_a_default(client, fake, receiver_says, caller_says):
+    headers = {"Retry-After": receiver_says} if receiver_says is not None else {}
+    fake.receiver_script.append((503, headers, UNAVAILABLE))
+    answer = client.get("/send")
+    assert answer.status_code == 503 and answer.headers["Retry-After"] == caller_says
 
 
 def test_revoked_token_recovers_through_the_retry_on_401(client, fake):
@@ -171,6 +214,35 @@ def test_receiver_403_is_not_retried_and_is_reported(client, fake):
     body = client.get("/send").get_json()
     assert (body["receiver_status"], body["receiver_error"]) == (403, "insufficient_scope")
     assert len(fake.received) == 1
+
+
+def test_unknown_route_is_a_json_404(client):
+    answer = client.get("/nope")
+    assert answer.status_code == 404 and answer.is_json
+    assert answer.get_json()["error"] == "not_found"
+    assert answer.get_json()["dependency"] is None
+
+
+def test_wrong_method_is_a_json_405_with_allow(client, fake):
+    answer = client.post("/send")
+    assert answer.status_code == 405 and answer.is_json
+    assert answer.get_json()["error"] == "method_not_allowed"
+    assert "GET" in answer.headers["Allow"]
+    assert fake.creations == 0
+
+
+def test_unexpected_failure_is_a_json_500_without_details(fake):
+    app = create_app(app_config(fake, TESTING=False))  # TESTING would re-raise instead
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("internal detail")
+
+    app.extensions["m2m_token_client"].request = broken
+    answer = app.test_client().get("/send")
+    assert answer.status_code == 500 and answer.is_json
+    assert answer.get_json()["error"] == "internal_error"
+    text = answer.get_data(as_text=True)
+    assert "internal detail" not in text and "Traceback" not in text
 
 
 # -- configuration ------------------------------------------------------------------------------
@@ -208,11 +280,30 @@ def test_empty_ttl_means_the_machines_default():
         ({"RECEIVER_URL": ""}, "RECEIVER_URL is not set"),
         ({"RECEIVER_URL": "127.0.0.1:8782"}, "RECEIVER_URL must be an http"),
         ({"M2M_TOKEN_FORMAT": "paseto"}, "M2M_TOKEN_FORMAT"),
-        ({"M2M_TOKEN_TTL_SECONDS": "abc"}, "M2M_TOKEN_TTL_SECONDS must be a number"),
+        ({"M2M_TOKEN_TTL_SECONDS": "abc"}, "M2M_TOKEN_TTL_SECONDS must be a whole number"),
         ({"M2M_TOKEN_TTL_SECONDS": "0"}, "M2M_TOKEN_TTL_SECONDS must be between"),
         ({"M2M_TOKEN_TTL_SECONDS": "30", "M2M_REFRESH_MARGIN_SECONDS": "30"}, "smaller than"),
         ({"M2M_REFRESH_MARGIN_SECONDS": "-1"}, "M2M_REFRESH_MARGIN_SECONDS"),
         ({"M2M_HTTP_TIMEOUT_SECONDS": "0"}, "M2M_HTTP_TIMEOUT_SECONDS"),
+        # non-finite numbers: no effective timeout, no retry budget, a margin that never ends
+        ({"M2M_HTTP_TIMEOUT_SECONDS": "inf"}, "M2M_HTTP_TIMEOUT_SECONDS must be a finite"),
+        ({"M2M_ISSUER_RETRY_BUDGET_SECONDS": "nan"}, "M2M_ISSUER_RETRY_BUDGET_SECONDS must be a"),
+        ({"M2M_REFRESH_MARGIN_SECONDS": "nan"}, "M2M_REFRESH_MARGIN_SECONDS must be a finite"),
+        ({"M2M_TOKEN_TTL_SECONDS": "", "M2M_REFRESH_MARGIN_SECONDS": "nan"}, "MARGIN_SECONDS"),
+        # out of range
+        ({"M2M_HTTP_TIMEOUT_SECONDS": "0.05"}, "M2M_HTTP_TIMEOUT_SECONDS must be between 0.1"),
+        ({"M2M_HTTP_TIMEOUT_SECONDS": "61"}, "M2M_HTTP_TIMEOUT_SECONDS must be between 0.1"),
+        ({"M2M_ISSUER_MAX_ATTEMPTS": "0"}, "M2M_ISSUER_MAX_ATTEMPTS must be between 1 and 10"),
+        ({"M2M_ISSUER_MAX_ATTEMPTS": "11"}, "M2M_ISSUER_MAX_ATTEMPTS must be between 1 and 10"),
+        ({"M2M_ISSUER_MAX_ATTEMPTS": "2.5"}, "M2M_ISSUER_MAX_ATTEMPTS must be a whole number"),
+        ({"M2M_ISSUER_RETRY_BUDGET_SECONDS": "121"}, "RETRY_BUDGET_SECONDS must be between 0"),
+        ({"M2M_ISSUER_RETRY_BUDGET_SECONDS": "-1"}, "RETRY_BUDGET_SECONDS must be between 0"),
+        # URLs without a host, or that /receive cannot be appended to
+        ({"RECEIVER_URL": "http://"}, "RECEIVER_URL must name a host"),
+        ({"CLERK_API_URL": "https://:443"}, "CLERK_API_URL must name a host"),
+        ({"RECEIVER_URL": "http://127.0.0.1:99999"}, "RECEIVER_URL has an invalid port"),
+        ({"RECEIVER_URL": "http://127.0.0.1:8782/?a=1"}, "RECEIVER_URL must not have a query"),
+        ({"M2M_TOKEN_FORMAT": "JWT "}, "M2M_TOKEN_FORMAT must be opaque or jwt"),
     ],
 )
 def test_bad_settings_fail_fast_naming_the_variable(override, named):
@@ -224,6 +315,19 @@ def test_secret_key_value_never_appears_in_config_errors():
     with pytest.raises(ConfigError) as caught:
         load_settings({**VALID_ENV, "CLERK_MACHINE_SECRET_KEY": "sk_live_secretvalue"})
     assert "secretvalue" not in str(caught.value)
+
+
+def test_zero_given_to_create_app_is_a_value_not_unset(fake):
+    config = app_config(fake, M2M_REFRESH_MARGIN_SECONDS=0, M2M_ISSUER_RETRY_BUDGET_SECONDS=0)
+    app = create_app(config)
+    settings, client = app.extensions["caller_settings"], app.extensions["m2m_token_client"]
+    assert settings.refresh_margin_seconds == 0 and client.refresh_margin == 0
+    assert settings.issuer_retry_budget_seconds == 0 and client.retry.max_total_seconds == 0
+
+
+def test_false_given_to_create_app_is_refused_naming_the_variable(fake):
+    with pytest.raises(ConfigError, match="M2M_ISSUER_MAX_ATTEMPTS must be a whole number"):
+        create_app(app_config(fake, M2M_ISSUER_MAX_ATTEMPTS=False))
 
 
 def test_create_app_fails_fast_on_bad_settings(fake):

@@ -7,11 +7,15 @@ three processes, since it stops them.
 
 from __future__ import annotations
 
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
+from flask import Flask
+from flask import request as flask_request
+from werkzeug.serving import make_server
 
 from tests.conftest import CALLER, OUTSIDER, RECEIVER, TEST_SECRET_KEY, issuer_env
 from tests.harness import RunningApp, free_port, start_app
@@ -197,18 +201,58 @@ def test_rotated_machine_key_stops_working_at_once_and_the_error_says_so(fresh_c
     assert old_key not in caller.log_text()
 
 
-def test_caller_logs_never_hold_keys_or_tokens(caller):
-    body = send(caller, "opaque").json()
+class RecordingReceiver:
+    """A stand-in receiver in a thread on 127.0.0.1: it records each Authorization header, so
+    the test knows the exact token strings the caller sent. It answers 401 to the first
+    request (to exercise the caller's retry and its logging) and 200 after that."""
+
+    def __init__(self) -> None:
+        self.authorizations: list[str] = []
+        app = Flask("recording_receiver")
+        app.post("/receive")(self._receive)
+        self._server = make_server("127.0.0.1", 0, app, threaded=True)
+        self.url = f"http://127.0.0.1:{self._server.server_port}"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def _receive(self):
+        self.authorizations.append(flask_request.headers.get("Authorization", ""))
+        if len(self.authorizations) == 1:
+            return {"error": "invalid_token"}, 401, {"WWW-Authenticate": 'Bearer error="x"'}
+        return {"messageReceived": "ok"}
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+@pytest.fixture
+def recording_receiver():
+    receiver = RecordingReceiver()
+    yield receiver
+    receiver.stop()
+
+
+def test_caller_logs_never_hold_keys_or_tokens(start, issuer, recording_receiver):
+    caller = start("caller_app", caller_env(issuer, recording_receiver))
+    answers = [send(caller, "opaque"), send(caller, "jwt")]
+    assert [a.status_code for a in answers] == [200, 200], [a.text for a in answers]
+    assert answers[0].json()["retried_after_401"] is True  # the 401 path was logged too
+    tokens = {auth.removeprefix("Bearer ") for auth in recording_receiver.authorizations}
+    assert len(tokens) == 3  # the opaque token answered 401, its replacement, the jwt
     log = caller.log_text()
+    for answer in answers:  # the log is live and names tokens by id...
+        assert answer.json()["token"]["id"] in log
+    for token in tokens:  # ...but never holds a token string itself
+        assert token.startswith(("mt_", "ey")) and token not in log
     assert CALLER.secret_key not in log
-    assert body["token"]["id"]  # ids may be logged; the secret token string never is
     assert "Bearer" not in log
 
 
-def test_stopped_receiver_is_a_502_and_stopped_issuer_a_503(start, start_issuer):
+def test_stopped_receiver_is_a_502_and_stopped_issuer_a_503_naming_who_failed(start, start_issuer):
     issuer = start_issuer()
     receiver = start("receiver_app", receiver_env(issuer))
-    caller = start("caller_app", caller_env(issuer, receiver), server="gunicorn")
+    # One worker: one token cache, so the opaque token cached below serves every later send.
+    caller = start("caller_app", caller_env(issuer, receiver), server="gunicorn", workers=1)
     assert send(caller, "opaque").status_code == 200
 
     receiver.stop()
@@ -216,9 +260,20 @@ def test_stopped_receiver_is_a_502_and_stopped_issuer_a_503(start, start_issuer)
     assert answer.status_code == 502
     assert answer.json()["error"] == "receiver_unreachable"
     assert answer.json()["dependency"] == "receiver" and "receiver" in answer.json()["message"]
+    receiver.start()
+    assert send(caller, "opaque").status_code == 200
 
     issuer.stop()
-    answer = send(caller, "jwt")  # not cached: a token must be created
+    # The caller still holds an opaque token, but the receiver cannot verify it without the
+    # issuer: the receiver is the one unavailable, and its Retry-After is passed on.
+    answer = send(caller, "opaque")
+    assert answer.status_code == 503, answer.text
+    body = answer.json()
+    assert body["error"] == "receiver_unavailable" and body["dependency"] == "receiver"
+    assert body["receiver_status"] == 503 and body["receiver_error_description"]
+    assert 1 <= int(answer.headers["Retry-After"]) <= 60
+
+    answer = send(caller, "jwt")  # not cached (cold cache): a token must be created
     assert answer.status_code == 503
     assert answer.json()["error"] == "issuer_unavailable"
     assert answer.json()["dependency"] == "issuer" and "issuer" in answer.json()["message"]

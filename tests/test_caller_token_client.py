@@ -32,8 +32,9 @@ MACHINE_KEY = "ak_unittestcaller" + "9" * 24
 
 class FakeServer:
     """A fake issuer (`POST /m2m_tokens`) and receiver (`POST /receive`) in one thread-served
-    Flask app. Script answers by appending (status, headers) to `issuer_script` or
-    `receiver_script`; without a script it mints tokens and accepts tokens it minted."""
+    Flask app. Script answers by appending (status, headers) to `issuer_script`, or
+    (status, headers[, json_body]) to `receiver_script`; without a script it mints tokens and
+    accepts tokens it minted."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -41,11 +42,12 @@ class FakeServer:
         self.create_auth: list[str] = []
         self.issuer_script: deque[tuple[int, dict]] = deque()
         self.issuer_delay = 0.0
+        self.token_overrides: dict | None = None  # fields of the next 201 replaced by these
         self.jwt_gate: threading.Event | None = None  # when set, jwt creations wait on it
         self.expiration_cap: float | None = None  # issuer shortens lifetimes to this
         self.minted: dict[str, str] = {}  # secret -> id
         self.rejected: set[str] = set()  # secrets the receiver answers 401 to
-        self.receiver_script: deque[tuple[int, dict]] = deque()
+        self.receiver_script: deque[tuple] = deque()
         self.received: list[tuple[str, dict | None]] = []
         self.app = self._build_app()
         self._server = make_server("127.0.0.1", 0, self.app, threaded=True)
@@ -85,7 +87,10 @@ class FakeServer:
                 envelope = {"errors": [{"message": "scripted", "long_message": "scripted "
                             f"failure {status}", "code": f"code_{status}"}]}  # fmt: skip
                 return jsonify(envelope), status, headers
-            return self._mint(body), 201
+            minted = self._mint(body)
+            with self.lock:
+                overrides, self.token_overrides = self.token_overrides, None
+            return {**minted, **(overrides or {})}, 201
 
         @app.post("/receive")
         def receive():
@@ -95,8 +100,9 @@ class FakeServer:
                 self.received.append((secret, request.get_json(silent=True)))
                 scripted = self.receiver_script.popleft() if self.receiver_script else None
             if scripted is not None:
-                status, headers = scripted
-                return jsonify(error="scripted"), status, headers
+                status, headers = scripted[:2]
+                body = scripted[2] if len(scripted) > 2 else {"error": "scripted"}
+                return jsonify(body), status, headers
             if secret not in self.minted or secret in self.rejected:
                 challenge = 'Bearer realm="fake", error="invalid_token", '
                 challenge += 'error_description="The token was revoked"'
@@ -241,6 +247,41 @@ def test_slow_creation_of_one_format_does_not_block_the_other(fake):
     assert opaque.format == "opaque"
 
 
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"expiration": "99999999999999"},
+        {"created_at": "1700000000000"},
+        {"expiration": True},
+        {"expiration": 10**400},
+        {"token": ""},
+        {"token": 12345},
+        {"token": "mt_abc\r\nX-Injected: 1"},
+        {"id": None},
+    ],
+)
+def test_malformed_token_object_is_issuer_unavailable_naming_no_value(fake, overrides):
+    fake.token_overrides = overrides
+    client = make_client(fake)
+    with pytest.raises(IssuerUnavailable, match="unexpected token object") as caught:
+        client.get_token()
+    assert fake.creations == 1  # not retried: the issuer may have minted a token already
+    assert "99999" not in str(caught.value) and "mt_abc" not in str(caught.value)
+
+
+def test_non_finite_expiration_is_rejected(fake):
+    fake.token_overrides = {"expiration": float("nan")}  # JSON NaN, which Python's json reads
+    with pytest.raises(IssuerUnavailable, match="unexpected token object"):
+        make_client(fake).get_token()
+
+
+def test_null_expiration_means_use_once(fake):
+    fake.token_overrides = {"expiration": None}
+    client = make_client(fake)
+    first = client.get_token()
+    assert client.get_token().id != first.id
+
+
 # -- single flight ------------------------------------------------------------------------------
 
 
@@ -294,6 +335,18 @@ def test_429_is_retried_after_the_issuers_retry_after(fake):
     client.get_token()
     assert client.sleeps == [2.0]
     assert fake.creations == 2
+
+
+def test_retry_after_zero_does_not_skip_the_backoff(fake):
+    """Retry-After is a floor on the jittered backoff, never a way to retry at once."""
+    fake.issuer_script.extend([(429, {"Retry-After": "0"})] * 3)
+    policy = RetryPolicy(max_attempts=4, backoff_base=0.2, backoff_cap=2.0)
+    client = make_client(fake, retry=policy)
+    client.get_token()
+    assert fake.creations == 4
+    assert len(client.sleeps) == 3
+    for attempt, delay in enumerate(client.sleeps):
+        assert 0 < delay <= 0.2 * 2**attempt
 
 
 def test_retry_after_is_capped(fake):
@@ -367,9 +420,12 @@ def test_issuer_timeout_is_bounded_and_reported(fake):
     assert len(client.sleeps) == 1
 
 
-def test_margin_not_smaller_than_ttl_fails_fast():
+@pytest.mark.parametrize(("ttl", "margin"), [(30, 30), (None, -1), (None, float("nan"))])
+def test_margin_not_smaller_than_ttl_or_not_finite_fails_fast(ttl, margin):
     with pytest.raises(ValueError, match="refresh margin"):
-        M2MTokenClient("http://127.0.0.1:1", MACHINE_KEY, ttl_seconds=30, refresh_margin_seconds=30)
+        M2MTokenClient(
+            "http://127.0.0.1:1", MACHINE_KEY, ttl_seconds=ttl, refresh_margin_seconds=margin
+        )
 
 
 # -- presenting the token and the retry on 401 --------------------------------------------------

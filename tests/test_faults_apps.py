@@ -233,9 +233,10 @@ def test_send_through_a_failing_verification_names_the_receiver(new_caller, faul
     caller = new_caller()
     faults.set(VERIFY, status=503)
     resp = send(caller)
-    assert resp.status_code == 502
+    assert resp.status_code == 503  # the receiver cannot verify: a dependency, not a bad token
     body = resp.json()
-    assert body["error"] == "receiver_error" and body["receiver_status"] == 503
+    assert body["error"] == "receiver_unavailable" and body["dependency"] == "receiver"
+    assert 1 <= int(resp.headers["Retry-After"]) <= 60
     faults.clear()
     assert send(caller).status_code == 200
 

@@ -108,21 +108,36 @@ def _required(settings: Mapping[str, Any], name: str) -> str:
     return str(value)
 
 
-def _number(settings: Mapping[str, Any], name: str) -> float:
-    try:
-        value = float(settings.get(name) or SETTINGS[name] or 0)
-    except ValueError:
-        raise ConfigError(f"{name} must be a number of seconds") from None
-    if value < 0 or not math.isfinite(value):
-        raise ConfigError(f"{name} must be a finite number of seconds, 0 or more")
+def _value(settings: Mapping[str, Any], name: str) -> Any:
+    """The setting as given, or its default when unset (None or a blank string only: 0 and
+    False given to `create_app()` are real values)."""
+    value = settings.get(name)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return SETTINGS[name]
     return value
 
 
+def _number(settings: Mapping[str, Any], name: str) -> float:
+    value = _value(settings, name)
+    if isinstance(value, bool):
+        raise ConfigError(f"{name} must be a number of seconds")
+    try:
+        number = float(value if value is not None else 0)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be a number of seconds") from None
+    if number < 0 or not math.isfinite(number):
+        raise ConfigError(f"{name} must be a finite number of seconds, 0 or more")
+    return number
+
+
 def _boolean(settings: Mapping[str, Any], name: str) -> bool:
-    value = str(settings.get(name) or SETTINGS[name]).lower()
-    if value in ("1", "true", "yes", "on"):
+    value = _value(settings, name)
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
         return True
-    if value in ("0", "false", "no", "off"):
+    if text in ("0", "false", "no", "off"):
         return False
     raise ConfigError(f"{name} must be true or false")
 

@@ -90,3 +90,32 @@ def test_audience_optional_with_an_allowlist_starts():
         {**VALID, "M2M_JWT_AUDIENCE_REQUIRED": "false", "M2M_ALLOWED_CALLERS": "mch_caller1"}
     )
     assert verifier_config(app).audience_required is False
+
+
+@pytest.mark.parametrize(
+    "override,attribute,expected",
+    [
+        ({"M2M_JWT_LEEWAY_SECONDS": 0}, "leeway", 0),
+        ({"M2M_JWT_CACHE_SECONDS": 0}, "jwt_cache_seconds", 0),
+        ({"M2M_VERIFY_CACHE_SECONDS": 0.0}, "cache_seconds", 0),
+        (
+            {"M2M_JWT_AUDIENCE_REQUIRED": False, "M2M_ALLOWED_CALLERS": "mch_caller1"},
+            "audience_required",
+            False,
+        ),
+        ({"M2M_JWT_AUDIENCE_REQUIRED": True}, "audience_required", True),
+        ({"M2M_JWT_LEEWAY_SECONDS": 2}, "leeway", 2),
+    ],
+)
+def test_zero_and_false_given_to_create_app_are_values_not_unset(override, attribute, expected):
+    config = verifier_config(receiver_app.create_app({**VALID, **override}))
+    assert getattr(config, attribute) == expected
+
+
+def test_blank_or_none_given_to_create_app_means_the_default():
+    config = verifier_config(
+        receiver_app.create_app(
+            {**VALID, "M2M_JWT_LEEWAY_SECONDS": None, "M2M_JWT_CACHE_SECONDS": " "}
+        )
+    )
+    assert (config.leeway, config.jwt_cache_seconds) == (5, 60)

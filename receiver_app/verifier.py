@@ -27,6 +27,7 @@ REQUIRED_CLAIMS = ["exp", "iat", "iss", "sub", "jti"]
 REGISTERED_CLAIMS = frozenset({"iss", "sub", "aud", "exp", "nbf", "iat", "jti", "scopes"})
 MAX_TOKEN_LENGTH = 8192  # checked before any parsing
 MAX_LEEWAY_SECONDS = 5
+MAX_RETRY_AFTER_SECONDS = 60  # an issuer's Retry-After passed on to callers is capped to this
 
 _JWS_SHAPE = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
 _OPAQUE_SHAPE = re.compile(r"mt_[A-Za-z0-9_-]+")
@@ -267,8 +268,7 @@ class M2MVerifier:
             )
             raise self._unavailable("token verification is misconfigured")
         if status == 429:
-            retry_after = response.headers.get("Retry-After", "")
-            seconds = int(retry_after) if retry_after.isdigit() else self.config.retry_after
+            seconds = _retry_after(response.headers.get("Retry-After"), self.config.retry_after)
             raise IssuerUnavailableError("token issuer is rate limiting", seconds)
         if status != 200:
             log.warning("token issuer answered HTTP %s to a verification", status)
@@ -343,6 +343,15 @@ def _parse_header(segment: str) -> dict[str, Any]:
         return jwt.get_unverified_header(f"{segment}..")
     except jwt.PyJWTError:
         raise InvalidTokenError("token is malformed") from None
+
+
+def _retry_after(value: str | None, default: int) -> int:
+    """The issuer's Retry-After (delta-seconds) capped to MAX_RETRY_AFTER_SECONDS, or `default`
+    when it is absent or not a plain number (an HTTP date is treated as absent)."""
+    value = (value or "").strip()
+    if not (value.isascii() and value.isdigit()):
+        return default
+    return max(1, min(int(value), MAX_RETRY_AFTER_SECONDS))
 
 
 def _id_list(value: Any, name: str) -> tuple[str, ...]:

@@ -632,3 +632,17 @@ def test_tokens_never_appear_in_logs_or_answers(make_client, fake_issuer, caplog
     for token in tokens:
         assert token not in caplog.text
     assert RECEIVER_KEY not in caplog.text
+
+
+@pytest.mark.parametrize(
+    "header,expected",
+    [("7", "7"), ("86400", "60"), ("0", "1"), ("soon", "5"), ("\u00b2", "5"),
+     ("Wed, 21 Oct 2015 07:28:00 GMT", "5")],
+)  # fmt: skip
+def test_issuer_retry_after_is_capped_and_garbage_means_the_default(
+    client, fake_issuer, header, expected
+):
+    fake_issuer.verify_status = 429
+    fake_issuer.verify_headers = {"Retry-After": header}
+    response = client.post("/receive", headers=bearer(OPAQUE))
+    assert (response.status_code, response.headers["Retry-After"]) == (503, expected)

@@ -14,9 +14,8 @@ bp = Blueprint("receiver", __name__)
 @require_m2m
 def receive() -> ResponseReturnValue:
     """Accept a message from another machine and say who sent it with which token."""
-    body = request.get_json(silent=True)
-    if body is None:
-        body = {}
+    # No body: no message. Any body must be a JSON object (broken JSON is not "no body").
+    body = request.get_json(silent=True) if request.get_data(cache=True) else {}
     message = body.get("message") if isinstance(body, dict) else None
     if not isinstance(body, dict) or not isinstance(message, str | None):
         return jsonify(

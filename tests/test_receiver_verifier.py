@@ -492,8 +492,27 @@ def test_verified_token_is_a_typed_record_on_flask_g(make_client):
 def test_body_that_is_not_a_message_is_rejected_after_auth(client):
     headers = {"Authorization": f"Bearer {make_jwt()}"}
     assert client.post("/receive", json=[1, 2], headers=headers).status_code == 400
+    assert client.post("/receive", json="hi", headers=headers).status_code == 400
     assert client.post("/receive", json={"message": 5}, headers=headers).status_code == 400
     assert client.post("/receive", headers=headers).json["messageReceived"] is None
+
+
+@pytest.mark.parametrize(
+    "data,content_type",
+    [("{bad", "application/json"), ("", "application/json; x"), ("hello", "text/plain")],
+    ids=["broken_json", "blank_with_json_type", "not_json"],
+)
+def test_body_that_is_not_json_is_400_not_an_empty_message(client, data, content_type):
+    token = make_jwt()
+    response = client.post(
+        "/receive", data=data or " ", content_type=content_type, headers=bearer(token)
+    )
+    assert response.status_code == 400
+    assert response.json == {
+        "error": "invalid_request",
+        "error_description": 'send {"message": "<text>"} as JSON',
+    }
+    assert token not in response.get_data(as_text=True)
 
 
 # Opaque tokens

@@ -169,6 +169,9 @@ def client(make_client):
     return make_client()
 
 
+OPAQUE_FORM = "mt_" + "e" * 64  # a token sent as an access_token parameter
+
+
 def claims(**overrides: Any) -> dict[str, Any]:
     now = int(time.time())
     base = {
@@ -318,6 +321,38 @@ def test_token_in_header_and_query_is_invalid_request(client):
     response = client.post("/receive?access_token=abc", headers=bearer(make_jwt()))
     assert response.status_code == 400
     assert 'error="invalid_request"' in response.headers["WWW-Authenticate"]
+
+
+def test_token_in_header_and_form_body_is_invalid_request(client, fake_issuer):
+    response = client.post(
+        "/receive", data={"access_token": OPAQUE_FORM}, headers=bearer(make_jwt())
+    )
+    assert response.status_code == 400
+    assert response.headers["WWW-Authenticate"] == (
+        f'{REALM}, error="invalid_request", error_description="send the token in one place only"'
+    )
+    assert OPAQUE_FORM not in response.get_data(as_text=True)
+    assert fake_issuer.verify_calls == []
+
+
+def test_access_token_in_a_json_body_is_just_data(client):
+    response = client.post(
+        "/receive", json={"message": "hi", "access_token": "x"}, headers=bearer(make_jwt())
+    )
+    assert (response.status_code, response.json["messageReceived"]) == (200, "hi")
+
+
+@pytest.mark.parametrize("place", ["query", "form"])
+def test_token_only_in_query_or_form_counts_as_no_credentials(client, fake_issuer, place):
+    """RFC 6750 section 3.1: an unsupported method gets the bare challenge, no error code."""
+    if place == "query":
+        response = client.post(f"/receive?access_token={OPAQUE_FORM}")
+    else:
+        response = client.post("/receive", data={"access_token": OPAQUE_FORM})
+    assert response.status_code == 401
+    assert response.headers["WWW-Authenticate"] == REALM
+    assert OPAQUE_FORM not in response.get_data(as_text=True)
+    assert fake_issuer.verify_calls == []
 
 
 def test_healthz_is_open(client):

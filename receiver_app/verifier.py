@@ -30,7 +30,10 @@ MAX_LEEWAY_SECONDS = 5
 MAX_RETRY_AFTER_SECONDS = 60  # an issuer's Retry-After passed on to callers is capped to this
 
 _JWS_SHAPE = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
-_OPAQUE_SHAPE = re.compile(r"mt_[A-Za-z0-9_-]+")
+# Opaque tokens are `mt_` + 64 hex from our issuer; the cap leaves room for Clerk's format and
+# keeps junk from reaching the issuer (each verification is billed and rate limited).
+MAX_OPAQUE_TOKEN_LENGTH = 128
+_OPAQUE_SHAPE = re.compile(rf"mt_[A-Za-z0-9_-]{{1,{MAX_OPAQUE_TOKEN_LENGTH - 3}}}")
 _MACHINE_ID = re.compile(r"mch_[A-Za-z0-9_]+")
 _MAX_REMEMBERED_HEADERS = 16
 

@@ -385,7 +385,11 @@ def test_receiver_named_in_aud_or_scopes_alone_is_enough(client, audience):
     assert response.status_code == 200
 
 
-@pytest.mark.parametrize("token", ["hello", "mt_", "a.b", "a.b.c.d", "mt_x.y", "Zm9v"])
+@pytest.mark.parametrize(
+    "token",
+    ["hello", "mt_", "a.b", "a.b.c.d", "mt_x.y", "Zm9v", "mt_" + "a" * 126, "mt_" + "f" * 8000,
+     "mt_abc+def", "mt_abc/def", "mt_abc=", "MT_" + "f" * 64],
+)  # fmt: skip
 def test_token_of_neither_shape_is_rejected_without_any_network_call(client, fake_issuer, token):
     response = client.post("/receive", headers=bearer(token))
     assert response.headers["WWW-Authenticate"] == invalid("token format is not recognised")
@@ -565,6 +569,13 @@ def test_opaque_token_is_verified_by_the_issuer_with_the_receivers_key(client, f
     (call,) = fake_issuer.verify_calls
     assert call["auth"] == f"Bearer {RECEIVER_KEY}"
     assert call["body"] == {"token": OPAQUE}
+
+
+def test_opaque_token_of_the_longest_accepted_length_still_reaches_the_issuer(client, fake_issuer):
+    longest = "mt_" + "b" * 125  # 128 characters
+    fake_issuer.add_opaque(longest)
+    assert client.post("/receive", headers=bearer(longest)).status_code == 200
+    assert len(fake_issuer.verify_calls) == 1
 
 
 def test_opaque_verifications_reuse_one_keep_alive_connection(client, fake_issuer):

@@ -285,10 +285,15 @@ class M2MVerifier:
     def _token_from_object(self, obj: dict[str, Any]) -> VerifiedToken:
         """A VerifiedToken from the issuer's token object, re-checking what it vouches for."""
         subject, scopes, expiration = obj["subject"], obj["scopes"], obj["expiration"]
+        claims = obj.get("claims") or {}  # Clerk sends null for a token minted without claims
         if not (isinstance(subject, str) and _MACHINE_ID.fullmatch(subject)):
             raise ValueError("subject")
         if not (isinstance(scopes, list) and all(isinstance(s, str) for s in scopes)):
             raise ValueError("scopes")
+        if not isinstance(claims, dict):
+            # The issuer accepts any JSON as claims at mint time; this receiver only takes an
+            # object. It is the token's fault, not the issuer's: 401, so nobody retries it.
+            raise InvalidTokenError("token claims are not a JSON object")
         if obj.get("revoked") or obj.get("expired"):
             raise InvalidTokenError("token is invalid, expired or revoked")
         if expiration is not None and int(expiration) <= time.time() * 1000:
@@ -299,7 +304,7 @@ class M2MVerifier:
             id=str(obj["id"]),
             machine_id=subject,
             scopes=tuple(scopes),
-            claims=obj.get("claims") or {},
+            claims=claims,
             format="opaque",
             expiration=None if expiration is None else int(expiration),
         )

@@ -642,6 +642,22 @@ def test_issuer_answer_that_is_not_a_token_object_gives_503(client, fake_issuer)
     assert client.post("/receive", headers=bearer(OPAQUE)).status_code == 503
 
 
+@pytest.mark.parametrize("claims_value", [[1, 2], "role=admin", 7, True])
+def test_opaque_token_whose_claims_are_not_an_object_is_rejected(client, fake_issuer, claims_value):
+    """The issuer takes any JSON as claims; VerifiedToken.claims is always a dict."""
+    fake_issuer.add_opaque(OPAQUE, claims=claims_value)
+    response = client.post("/receive", headers=bearer(OPAQUE))
+    assert response.status_code == 401
+    assert response.headers["WWW-Authenticate"] == invalid("token claims are not a JSON object")
+
+
+@pytest.mark.parametrize("claims_value", [None, {}])
+def test_issuer_token_object_without_claims_gives_empty_claims(client, fake_issuer, claims_value):
+    fake_issuer.add_opaque(OPAQUE, claims=claims_value)
+    response = client.post("/receive", headers=bearer(OPAQUE))
+    assert (response.status_code, response.json["token"]["claims"]) == (200, {})
+
+
 def test_slow_issuer_times_out_into_503(make_client, fake_issuer):
     client = make_client(M2M_ISSUER_TIMEOUT_SECONDS="0.2")
     fake_issuer.add_opaque(OPAQUE)

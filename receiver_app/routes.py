@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify, request
 from flask.typing import ResponseReturnValue
+from werkzeug.exceptions import HTTPException
 
 from .auth import current_token, require_m2m
 
@@ -29,3 +30,15 @@ def receive() -> ResponseReturnValue:
 def healthz() -> ResponseReturnValue:
     """Liveness only: answers without touching the issuer."""
     return jsonify(status="ok")
+
+
+@bp.app_errorhandler(HTTPException)
+def http_error(exc: HTTPException) -> ResponseReturnValue:
+    """Every HTTP error of the app (404, 405, 413, and 500 for an unhandled exception, which
+    Flask has already logged) as a small JSON body: never Flask's HTML page or a traceback."""
+    response = exc.get_response()  # keeps headers such as Allow on a 405
+    response.data = jsonify(
+        error=(exc.name or "error").lower().replace(" ", "_"), error_description=exc.name
+    ).get_data()
+    response.content_type = "application/json"
+    return response

@@ -727,3 +727,52 @@ def test_issuer_retry_after_is_capped_and_garbage_means_the_default(
     fake_issuer.verify_headers = {"Retry-After": header}
     response = client.post("/receive", headers=bearer(OPAQUE))
     assert (response.status_code, response.headers["Retry-After"]) == (503, expected)
+
+
+# Errors outside the protected view: JSON, never Flask's HTML
+
+
+@pytest.mark.parametrize(
+    "method,path,status,error,allow",
+    [
+        ("GET", "/receive", 405, "method_not_allowed", "POST"),
+        ("POST", "/healthz", 405, "method_not_allowed", "GET"),
+        ("GET", "/nowhere", 404, "not_found", None),
+    ],
+)
+def test_unknown_route_or_method_answers_json(client, method, path, status, error, allow):
+    response = client.open(path, method=method)
+    assert response.status_code == status
+    assert response.mimetype == "application/json"
+    assert response.json["error"] == error
+    assert allow is None or allow in response.headers["Allow"]
+
+
+def test_body_over_64_kib_is_413_json(client):
+    token = make_jwt()
+    body = json.dumps({"message": "x" * (64 * 1024)})
+    response = client.post(
+        "/receive", data=body, content_type="application/json", headers=bearer(token)
+    )
+    assert response.status_code == 413
+    assert response.json["error"] == "request_entity_too_large"
+    assert token not in response.get_data(as_text=True)
+
+
+def test_unhandled_exception_is_500_json_without_traceback(make_client):
+    client = make_client()
+    app = client.application
+    app.testing = False  # let Flask turn the exception into a 500 as in production
+
+    @app.post("/boom")
+    @receiver_app.require_m2m
+    def boom():
+        raise RuntimeError("internal detail that must not leak")
+
+    response = client.post("/boom", headers=bearer(make_jwt()))
+    assert response.status_code == 500
+    assert response.json == {
+        "error": "internal_server_error",
+        "error_description": "Internal Server Error",
+    }
+    assert "internal detail" not in response.get_data(as_text=True)

@@ -776,3 +776,23 @@ def test_unhandled_exception_is_500_json_without_traceback(make_client):
         "error_description": "Internal Server Error",
     }
     assert "internal detail" not in response.get_data(as_text=True)
+
+
+def test_jwt_memo_is_bounded_and_keeps_only_token_hashes(fake_issuer):
+    from receiver_app.verifier import M2MVerifier, VerifierConfig
+
+    config = VerifierConfig(
+        api_url=fake_issuer.url,
+        machine_secret_key=RECEIVER_KEY,
+        machine_id=RECEIVER_ID,
+        jwt_issuer=fake_issuer.url,
+        cache_max_entries=3,
+    )
+    verifier = M2MVerifier(config)
+    tokens = [make_jwt(jti=f"mt_{i:032x}") for i in range(5)]
+    for token in tokens:
+        assert verifier.verify(token).machine_id == CALLER_ID
+    memo = verifier._jwt_memo
+    assert len(memo) == 3
+    assert all(token.encode()[:40] not in key for key in memo._entries for token in tokens)
+    assert memo.get(tokens[0]) is None and memo.get(tokens[-1]) is not None

@@ -18,6 +18,8 @@ from .auth import EXTENSION_KEY, require_m2m
 from .config import ConfigError, settings_from, verifier_config
 from .verifier import M2MVerifier, VerifiedToken
 
+MAX_BODY_BYTES = 64 * 1024  # larger request bodies get 413 (override with MAX_CONTENT_LENGTH)
+
 __all__ = ["ConfigError", "M2MVerifier", "VerifiedToken", "create_app", "require_m2m"]
 
 
@@ -25,6 +27,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Build the app: settings from the environment (and `receiver_app/.env`), then `config`
     on top; stops with ConfigError when they do not make a safe receiver."""
     app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.config.from_mapping(settings_from(_environment()))
     if config:
         app.config.update(config)

@@ -92,20 +92,36 @@ def _verify_request(allowed: frozenset[str] | None) -> VerifiedToken:
 
 
 def bearer_token() -> str:
-    """The bearer token of this request, or MissingTokenError / BadRequestError."""
+    """The bearer token of this request, or MissingTokenError / BadRequestError.
+
+    Only the Authorization header is supported (RFC 6750 section 2.1). A token sent only as an
+    `access_token` query or form parameter counts as no credentials (401, no error code: section
+    3.1, "an unsupported authentication method"); one sent there *and* in the header is 400
+    invalid_request (section 2: "MUST NOT use more than one method").
+    """
     value = request.headers.get("Authorization")
     if value is None:
         raise MissingTokenError("a bearer token is required")
     scheme, _, credentials = value.partition(" ")
     if scheme.lower() != "bearer":
         raise MissingTokenError("a bearer token is required")  # another scheme: not ours
-    if "access_token" in request.args:
+    if _token_outside_the_header():
         raise BadRequestError("send the token in one place only")
     token = credentials.lstrip(" ")
     # Repeated Authorization headers reach WSGI joined by commas: the pattern rejects them.
     if not _B64TOKEN.fullmatch(token):
         raise BadRequestError("the Authorization header is malformed")
     return token
+
+
+def _token_outside_the_header() -> bool:
+    """Whether the request also carries `access_token` in its query or form-encoded body."""
+    if "access_token" in request.args:
+        return True
+    if request.mimetype != "application/x-www-form-urlencoded":
+        return False
+    request.get_data(cache=True)  # keep the raw body readable for the view after form parsing
+    return "access_token" in request.form
 
 
 def error_response(exc: VerificationError) -> ResponseReturnValue:

@@ -15,18 +15,7 @@ bp = Blueprint("receiver", __name__)
 @require_m2m
 def receive() -> ResponseReturnValue:
     """Accept a message from another machine and say who sent it with which token."""
-    try:
-        body = request.get_json(silent=True)
-    except RecursionError:  # nested too deeply to parse: as unusable as malformed JSON
-        body = None
-    except HTTPException:
-        raise
-    except Exception:  # the server could not read the body (gunicorn: broken chunked encoding)
-        return jsonify(
-            error="invalid_request", error_description="the request body could not be read"
-        ), 400
-    if body is None:
-        body = {}
+    body = _json_body()
     message = body.get("message") if isinstance(body, dict) else None
     if not isinstance(body, dict) or not isinstance(message, str | None):
         return jsonify(
@@ -36,7 +25,31 @@ def receive() -> ResponseReturnValue:
     return jsonify(messageReceived=message, **{"from": token.machine_id}, token=token.as_json())
 
 
+def _json_body() -> object:
+    """The JSON body; {} when there is no body (no message); None when it cannot be used:
+    broken JSON, JSON nested too deeply to parse, or a body the server could not read
+    (gunicorn: broken chunked encoding). Broken JSON is not "no body"."""
+    try:
+        return request.get_json(silent=True) if request.get_data(cache=True) else {}
+    except HTTPException:
+        raise  # e.g. 413 for a body over MAX_CONTENT_LENGTH
+    except Exception:  # RecursionError from the parser, or the server's own read error
+        return None
+
+
 @bp.get("/healthz")
 def healthz() -> ResponseReturnValue:
     """Liveness only: answers without touching the issuer."""
     return jsonify(status="ok")
+
+
+@bp.app_errorhandler(HTTPException)
+def http_error(exc: HTTPException) -> ResponseReturnValue:
+    """Every HTTP error of the app (404, 405, 413, and 500 for an unhandled exception, which
+    Flask has already logged) as a small JSON body: never Flask's HTML page or a traceback."""
+    response = exc.get_response()  # keeps headers such as Allow on a 405
+    response.data = jsonify(
+        error=(exc.name or "error").lower().replace(" ", "_"), error_description=exc.name
+    ).get_data()
+    response.content_type = "application/json"
+    return response

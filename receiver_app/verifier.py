@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -27,11 +28,14 @@ REQUIRED_CLAIMS = ["exp", "iat", "iss", "sub", "jti"]
 REGISTERED_CLAIMS = frozenset({"iss", "sub", "aud", "exp", "nbf", "iat", "jti", "scopes"})
 MAX_TOKEN_LENGTH = 8192  # checked before any parsing
 MAX_LEEWAY_SECONDS = 5
+MAX_RETRY_AFTER_SECONDS = 60  # an issuer's Retry-After passed on to callers is capped to this
 
 _JWS_SHAPE = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
-_OPAQUE_SHAPE = re.compile(r"mt_[A-Za-z0-9_-]+")
+# Opaque tokens are `mt_` + 64 hex from our issuer; the cap leaves room for Clerk's format and
+# keeps junk from reaching the issuer (each verification is billed and rate limited).
+MAX_OPAQUE_TOKEN_LENGTH = 128
+_OPAQUE_SHAPE = re.compile(rf"mt_[A-Za-z0-9_-]{{1,{MAX_OPAQUE_TOKEN_LENGTH - 3}}}")
 _MACHINE_ID = re.compile(r"mch_[A-Za-z0-9_]+")
-_MAX_REMEMBERED_HEADERS = 16
 
 
 @dataclass(frozen=True)
@@ -133,22 +137,22 @@ class M2MVerifier:
         self.config = config
         self._session = session or pooled_session(config.pool_size)
         self._keys = keys or self._default_keys()
-        self._cache = _cache_or_none(config.cache_seconds, config.cache_max_entries)
-        self._jwt_cache = _cache_or_none(config.jwt_cache_seconds, config.cache_max_entries)
+        # Remembered successes (see verify_cache.py and the README): opaque off by default,
+        # JWTs on. Bounded, keyed by the token's SHA-256, never past the token's expiration.
+        self._opaque_cache = _cache_or_none(config.cache_seconds, config.cache_max_entries)
+        self._jwt_memo = _cache_or_none(config.jwt_cache_seconds, config.cache_max_entries)
         self._verify_url = f"{config.api_url}/m2m_tokens/verify"
         self._issuer_auth = {"Authorization": f"Bearer {config.machine_secret_key}"}
         self._jwt_options: Any = {"require": REQUIRED_CLAIMS, "verify_aud": False}
-        # Header segment -> header, for headers that already verified: saves a parse per JWT.
-        self._known_headers: dict[str, dict[str, Any]] = {}
 
     def verify(self, token: str) -> VerifiedToken:
         """Tell the format by its shape, verify it, then apply the caller allowlist."""
         if len(token) > MAX_TOKEN_LENGTH:
             raise InvalidTokenError("token is too long")
         if _JWS_SHAPE.fullmatch(token):
-            verified = self._verify_jwt_cached(token)
+            verified = _remembered(self._jwt_memo, token, self.verify_jwt)
         elif _OPAQUE_SHAPE.fullmatch(token):
-            verified = self.verify_opaque(token)
+            verified = _remembered(self._opaque_cache, token, self.verify_opaque)
         else:
             raise InvalidTokenError("token format is not recognised")
         allowed = self.config.allowed_callers
@@ -158,26 +162,9 @@ class M2MVerifier:
 
     # JWT: local verification
 
-    def _verify_jwt_cached(self, token: str) -> VerifiedToken:
-        """verify_jwt, remembering successes until `jwt_cache_seconds` or the token's `exp`.
-
-        A JWT's verdict only changes when it expires or its key leaves the JWKS, which the key
-        cache notices only after its own lifespan anyway; re-checking the signature of a token
-        the same caller sends again buys nothing.
-        """
-        if self._jwt_cache is None:
-            return self.verify_jwt(token)
-        verified = self._jwt_cache.get(token)
-        if verified is None:
-            verified = self.verify_jwt(token)
-            self._jwt_cache.put(token, verified, verified.expiration / 1000)
-        return verified
-
     def verify_jwt(self, token: str) -> VerifiedToken:
         """Check signature (RS256, key chosen by kid), registered claims, category and audience."""
-        segment = token.partition(".")[0]
-        header = self._known_headers.get(segment) or _parse_header(segment)
-        kid = header.get("kid")
+        kid = _unverified_header(token).get("kid")
         try:
             key = self._keys.key_for(kid if isinstance(kid, str) else None)
         except KeysUnavailableError:
@@ -198,9 +185,7 @@ class M2MVerifier:
             )
         except jwt.PyJWTError as exc:
             raise InvalidTokenError(_describe(exc)) from None
-        verified = self._check_m2m_claims(decoded["header"], decoded["payload"])
-        self._remember_header(segment, decoded["header"])
-        return verified
+        return self._check_m2m_claims(decoded["header"], decoded["payload"])
 
     def _check_m2m_claims(self, header: dict[str, Any], claims: dict[str, Any]) -> VerifiedToken:
         if header.get("cat", CLERK_M2M_CATEGORY) != CLERK_M2M_CATEGORY:
@@ -224,18 +209,10 @@ class M2MVerifier:
             expiration=int(claims["exp"]) * 1000,
         )
 
-    def _remember_header(self, segment: str, header: dict[str, Any]) -> None:
-        if segment not in self._known_headers:
-            if len(self._known_headers) >= _MAX_REMEMBERED_HEADERS:
-                self._known_headers.clear()
-            self._known_headers[segment] = header
-
     # Opaque: ask the issuer
 
     def verify_opaque(self, token: str) -> VerifiedToken:
         """POST the token to the issuer's verify route with this receiver's own machine key."""
-        if self._cache is not None and (cached := self._cache.get(token)) is not None:
-            return cached
         try:
             response = self._session.post(
                 self._verify_url,
@@ -247,11 +224,7 @@ class M2MVerifier:
         except requests.RequestException as exc:
             log.warning("token issuer unreachable (%s)", type(exc).__name__)
             raise self._unavailable("token issuer is unreachable") from None
-        verified = self._read_verify_answer(response)
-        if self._cache is not None:
-            expires_at = None if verified.expiration is None else verified.expiration / 1000
-            self._cache.put(token, verified, expires_at)
-        return verified
+        return self._read_verify_answer(response)
 
     def _read_verify_answer(self, response: requests.Response) -> VerifiedToken:
         status = response.status_code
@@ -267,8 +240,7 @@ class M2MVerifier:
             )
             raise self._unavailable("token verification is misconfigured")
         if status == 429:
-            retry_after = response.headers.get("Retry-After", "")
-            seconds = int(retry_after) if retry_after.isdigit() else self.config.retry_after
+            seconds = _retry_after(response.headers.get("Retry-After"), self.config.retry_after)
             raise IssuerUnavailableError("token issuer is rate limiting", seconds)
         if status != 200:
             log.warning("token issuer answered HTTP %s to a verification", status)
@@ -282,10 +254,15 @@ class M2MVerifier:
     def _token_from_object(self, obj: dict[str, Any]) -> VerifiedToken:
         """A VerifiedToken from the issuer's token object, re-checking what it vouches for."""
         subject, scopes, expiration = obj["subject"], obj["scopes"], obj["expiration"]
+        claims = obj.get("claims") or {}  # Clerk sends null for a token minted without claims
         if not (isinstance(subject, str) and _MACHINE_ID.fullmatch(subject)):
             raise ValueError("subject")
         if not (isinstance(scopes, list) and all(isinstance(s, str) for s in scopes)):
             raise ValueError("scopes")
+        if not isinstance(claims, dict):
+            # The issuer accepts any JSON as claims at mint time; this receiver only takes an
+            # object. It is the token's fault, not the issuer's: 401, so nobody retries it.
+            raise InvalidTokenError("token claims are not a JSON object")
         if obj.get("revoked") or obj.get("expired"):
             raise InvalidTokenError("token is invalid, expired or revoked")
         if expiration is not None and int(expiration) <= time.time() * 1000:
@@ -296,7 +273,7 @@ class M2MVerifier:
             id=str(obj["id"]),
             machine_id=subject,
             scopes=tuple(scopes),
-            claims=obj.get("claims") or {},
+            claims=claims,
             format="opaque",
             expiration=None if expiration is None else int(expiration),
         )
@@ -327,6 +304,23 @@ def _cache_or_none(seconds: float, max_entries: int) -> VerifyCache[VerifiedToke
     return VerifyCache(seconds, max_entries) if seconds > 0 else None
 
 
+def _remembered(
+    cache: VerifyCache[VerifiedToken] | None,
+    token: str,
+    check: Callable[[str], VerifiedToken],
+) -> VerifiedToken:
+    """`check(token)`, or its earlier success while `cache` keeps it (never past the token's
+    expiration). Failures raise and are never kept, so only successes are remembered."""
+    if cache is None:
+        return check(token)
+    verified = cache.get(token)
+    if verified is None:
+        verified = check(token)
+        expires_at = None if verified.expiration is None else verified.expiration / 1000
+        cache.put(token, verified, expires_at)
+    return verified
+
+
 def pooled_session(pool_size: int) -> requests.Session:
     """A requests session that keeps up to `pool_size` connections alive and never retries
     on its own (a request waiting on the issuer gets a quick 503 instead)."""
@@ -337,12 +331,25 @@ def pooled_session(pool_size: int) -> requests.Session:
     return session
 
 
-def _parse_header(segment: str) -> dict[str, Any]:
-    """The JOSE header of a JWT, parsed by PyJWT from the header segment alone (cheap)."""
+def _unverified_header(token: str) -> dict[str, Any]:
+    """The JOSE header, needed for its `kid` before a key can be chosen (untrusted until the
+    signature is checked). Only the header segment is handed to PyJWT: its parser validates
+    every character of every segment in Python, so passing the whole token would cost about
+    half a signature check on top of the full parse in `decode_complete`."""
+    header_segment = token.partition(".")[0]
     try:
-        return jwt.get_unverified_header(f"{segment}..")
+        return jwt.get_unverified_header(f"{header_segment}..")
     except jwt.PyJWTError:
         raise InvalidTokenError("token is malformed") from None
+
+
+def _retry_after(value: str | None, default: int) -> int:
+    """The issuer's Retry-After (delta-seconds) capped to MAX_RETRY_AFTER_SECONDS, or `default`
+    when it is absent or not a plain number (an HTTP date is treated as absent)."""
+    value = (value or "").strip()
+    if not (value.isascii() and value.isdigit()):
+        return default
+    return max(1, min(int(value), MAX_RETRY_AFTER_SECONDS))
 
 
 def _id_list(value: Any, name: str) -> tuple[str, ...]:

@@ -1,7 +1,11 @@
-"""A bounded cache of positive opaque-token verifications.
+"""A bounded cache of positive verifications, used twice by the verifier: the opaque-token
+cache (`M2M_VERIFY_CACHE_SECONDS`, off by default) and the verified-JWT memo
+(`M2M_JWT_CACHE_SECONDS`, 60 s by default).
 
-Trade-off: while an entry lives (at most `ttl` seconds, never past the token's expiration) a
-revoked token is still accepted, and the issuer's usage counters see fewer verifications.
+Trade-off: while an entry lives (at most `ttl` seconds, never past the token's expiration) the
+token is accepted without a new check: a revoked opaque token is still accepted, the issuer's
+usage counters see fewer verifications, and a JWT whose key was withdrawn keeps passing. Tokens
+are kept only as SHA-256 digests, and at most `max_entries` of them (least recently used go).
 """
 
 from __future__ import annotations

@@ -147,7 +147,7 @@ def test_receiver_process_answers_only_400_401_403_never_5xx(apps, receiver_toke
         def get_data(as_text: bool = False):
             return resp.text if as_text else resp.content
 
-    assert_rfc6750_answer(Answer, sent_valid, tokens)
+    assert_rfc6750_answer(Answer, sent_valid, tokens, len(req.body or b""))
 
 
 # ---- malformed HTTP on raw sockets ----

@@ -68,14 +68,59 @@ def test_dotenv_is_read_unless_skipped(monkeypatch):
         ({"M2M_JWT_LEEWAY_SECONDS": "30"}, "between 0 and 5"),
         ({"M2M_VERIFY_CACHE_SECONDS": "soon"}, "must be a number"),
         ({"M2M_VERIFY_CACHE_SECONDS": "-1"}, "0 or more"),
-        ({"M2M_ISSUER_TIMEOUT_SECONDS": "0"}, "greater than 0"),
+        ({"M2M_ISSUER_TIMEOUT_SECONDS": "0"}, "between 0.1 and 60"),
+        (
+            {"M2M_ISSUER_TIMEOUT_SECONDS": "0.05"},
+            "M2M_ISSUER_TIMEOUT_SECONDS .* between 0.1 and 60",
+        ),
+        ({"M2M_ISSUER_TIMEOUT_SECONDS": "61"}, "M2M_ISSUER_TIMEOUT_SECONDS .* between 0.1 and 60"),
+        ({"M2M_ISSUER_TIMEOUT_SECONDS": "inf"}, "M2M_ISSUER_TIMEOUT_SECONDS must be a finite"),
+        ({"M2M_VERIFY_CACHE_SECONDS": "inf"}, "M2M_VERIFY_CACHE_SECONDS must be a finite"),
+        ({"M2M_JWT_CACHE_SECONDS": "nan"}, "M2M_JWT_CACHE_SECONDS must be a finite"),
+        ({"M2M_JWKS_LIFESPAN_SECONDS": "Infinity"}, "M2M_JWKS_LIFESPAN_SECONDS must be a finite"),
+        ({"M2M_JWT_LEEWAY_SECONDS": float("nan")}, "M2M_JWT_LEEWAY_SECONDS must be a finite"),
+        ({"M2M_JWKS_COOLDOWN_SECONDS": "0"}, "M2M_JWKS_COOLDOWN_SECONDS .* 1 or more"),
+        ({"M2M_JWKS_COOLDOWN_SECONDS": "0.5"}, "M2M_JWKS_COOLDOWN_SECONDS .* 1 or more"),
+        ({"M2M_JWT_CACHE_SECONDS": True}, "M2M_JWT_CACHE_SECONDS must be a number"),
+        ({"CLERK_API_URL": "http://x y"}, "CLERK_API_URL must be an http"),
+        ({"CLERK_API_URL": "http://"}, "CLERK_API_URL must be an http"),
+        ({"CLERK_API_URL": "https:///v1"}, "CLERK_API_URL must be an http"),
+        ({"CLERK_API_URL": "ftp://127.0.0.1"}, "CLERK_API_URL must be an http"),
+        ({"CLERK_API_URL": "http://127.0.0.1:port"}, "CLERK_API_URL must be an http"),
+        ({"CLERK_JWKS_URL": "/.well-known/jwks.json"}, "CLERK_JWKS_URL must be an http"),
+        ({"CLERK_JWKS_URL": "http://a\tb/jwks"}, "CLERK_JWKS_URL must be an http"),
+        ({"M2M_ALLOWED_CALLERS": ",,,"}, "M2M_ALLOWED_CALLERS has an empty entry"),
+        ({"M2M_ALLOWED_CALLERS": "mch_a1,,mch_b2"}, "M2M_ALLOWED_CALLERS has an empty entry"),
+        ({"M2M_ALLOWED_CALLERS": []}, "M2M_ALLOWED_CALLERS has an empty entry"),
         ({"M2M_ALLOWED_CALLERS": "mch_ok,bob"}, "not machine ids"),
+        ({"M2M_ALLOWED_CALLERS": "mch_"}, "not machine ids"),
+        ({"M2M_ALLOWED_CALLERS": "MCH_abc"}, "not machine ids"),
+        ({"CLERK_MACHINE_ID": "mch_"}, "CLERK_MACHINE_ID must be"),
+        ({"CLERK_MACHINE_ID": "mch_a-b"}, "CLERK_MACHINE_ID must be"),
         ({"CLERK_JWT_KEY": "-----BEGIN PUBLIC KEY-----\nnope"}, "CLERK_JWT_KEY must be"),
     ],
 )
 def test_unsafe_configuration_refuses_to_start(override, message):
     with pytest.raises(ConfigError, match=message):
         receiver_app.create_app({**VALID, **override})
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        {"CLERK_API_URL": "https://user:p4ss w0rd@api.example.com"},
+        {"M2M_ALLOWED_CALLERS": "mch_ok,ak_p4ssw0rd"},
+    ],
+)
+def test_config_errors_never_repeat_the_value(override):
+    with pytest.raises(ConfigError) as excinfo:
+        receiver_app.create_app({**VALID, **override})
+    assert "p4ss" not in str(excinfo.value)
+
+
+def test_allowlist_may_be_given_as_a_collection_to_create_app():
+    app = receiver_app.create_app({**VALID, "M2M_ALLOWED_CALLERS": ["mch_a1", "mch_b2"]})
+    assert verifier_config(app).allowed_callers == frozenset({"mch_a1", "mch_b2"})
 
 
 def test_config_error_never_repeats_the_secret_key():
@@ -90,3 +135,32 @@ def test_audience_optional_with_an_allowlist_starts():
         {**VALID, "M2M_JWT_AUDIENCE_REQUIRED": "false", "M2M_ALLOWED_CALLERS": "mch_caller1"}
     )
     assert verifier_config(app).audience_required is False
+
+
+@pytest.mark.parametrize(
+    "override,attribute,expected",
+    [
+        ({"M2M_JWT_LEEWAY_SECONDS": 0}, "leeway", 0),
+        ({"M2M_JWT_CACHE_SECONDS": 0}, "jwt_cache_seconds", 0),
+        ({"M2M_VERIFY_CACHE_SECONDS": 0.0}, "cache_seconds", 0),
+        (
+            {"M2M_JWT_AUDIENCE_REQUIRED": False, "M2M_ALLOWED_CALLERS": "mch_caller1"},
+            "audience_required",
+            False,
+        ),
+        ({"M2M_JWT_AUDIENCE_REQUIRED": True}, "audience_required", True),
+        ({"M2M_JWT_LEEWAY_SECONDS": 2}, "leeway", 2),
+    ],
+)
+def test_zero_and_false_given_to_create_app_are_values_not_unset(override, attribute, expected):
+    config = verifier_config(receiver_app.create_app({**VALID, **override}))
+    assert getattr(config, attribute) == expected
+
+
+def test_blank_or_none_given_to_create_app_means_the_default():
+    config = verifier_config(
+        receiver_app.create_app(
+            {**VALID, "M2M_JWT_LEEWAY_SECONDS": None, "M2M_JWT_CACHE_SECONDS": " "}
+        )
+    )
+    assert (config.leeway, config.jwt_cache_seconds) == (5, 60)

@@ -16,7 +16,9 @@ from tests.harness import RunningApp, free_port, start_app
 pytestmark = pytest.mark.e2e
 
 TIMEOUT = 10
-COOLDOWN = 0.5  # the receiver's JWKS refresh cooldown here, so a rotation is seen quickly
+COOLDOWN = (
+    1.0  # the receiver's JWKS refresh cooldown here (the minimum), so a rotation is seen quickly
+)
 LIFESPAN = 1.0  # short, so the outage test also proves the last good keys are kept
 
 

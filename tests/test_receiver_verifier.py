@@ -169,6 +169,9 @@ def client(make_client):
     return make_client()
 
 
+OPAQUE_FORM = "mt_" + "e" * 64  # a token sent as an access_token parameter
+
+
 def claims(**overrides: Any) -> dict[str, Any]:
     now = int(time.time())
     base = {
@@ -320,6 +323,38 @@ def test_token_in_header_and_query_is_invalid_request(client):
     assert 'error="invalid_request"' in response.headers["WWW-Authenticate"]
 
 
+def test_token_in_header_and_form_body_is_invalid_request(client, fake_issuer):
+    response = client.post(
+        "/receive", data={"access_token": OPAQUE_FORM}, headers=bearer(make_jwt())
+    )
+    assert response.status_code == 400
+    assert response.headers["WWW-Authenticate"] == (
+        f'{REALM}, error="invalid_request", error_description="send the token in one place only"'
+    )
+    assert OPAQUE_FORM not in response.get_data(as_text=True)
+    assert fake_issuer.verify_calls == []
+
+
+def test_access_token_in_a_json_body_is_just_data(client):
+    response = client.post(
+        "/receive", json={"message": "hi", "access_token": "x"}, headers=bearer(make_jwt())
+    )
+    assert (response.status_code, response.json["messageReceived"]) == (200, "hi")
+
+
+@pytest.mark.parametrize("place", ["query", "form"])
+def test_token_only_in_query_or_form_counts_as_no_credentials(client, fake_issuer, place):
+    """RFC 6750 section 3.1: an unsupported method gets the bare challenge, no error code."""
+    if place == "query":
+        response = client.post(f"/receive?access_token={OPAQUE_FORM}")
+    else:
+        response = client.post("/receive", data={"access_token": OPAQUE_FORM})
+    assert response.status_code == 401
+    assert response.headers["WWW-Authenticate"] == REALM
+    assert OPAQUE_FORM not in response.get_data(as_text=True)
+    assert fake_issuer.verify_calls == []
+
+
 def test_healthz_is_open(client):
     assert client.get("/healthz").json == {"status": "ok"}
 
@@ -350,7 +385,11 @@ def test_receiver_named_in_aud_or_scopes_alone_is_enough(client, audience):
     assert response.status_code == 200
 
 
-@pytest.mark.parametrize("token", ["hello", "mt_", "a.b", "a.b.c.d", "mt_x.y", "Zm9v"])
+@pytest.mark.parametrize(
+    "token",
+    ["hello", "mt_", "a.b", "a.b.c.d", "mt_x.y", "Zm9v", "mt_" + "a" * 126, "mt_" + "f" * 8000,
+     "mt_abc+def", "mt_abc/def", "mt_abc=", "MT_" + "f" * 64],
+)  # fmt: skip
 def test_token_of_neither_shape_is_rejected_without_any_network_call(client, fake_issuer, token):
     response = client.post("/receive", headers=bearer(token))
     assert response.headers["WWW-Authenticate"] == invalid("token format is not recognised")
@@ -492,8 +531,27 @@ def test_verified_token_is_a_typed_record_on_flask_g(make_client):
 def test_body_that_is_not_a_message_is_rejected_after_auth(client):
     headers = {"Authorization": f"Bearer {make_jwt()}"}
     assert client.post("/receive", json=[1, 2], headers=headers).status_code == 400
+    assert client.post("/receive", json="hi", headers=headers).status_code == 400
     assert client.post("/receive", json={"message": 5}, headers=headers).status_code == 400
     assert client.post("/receive", headers=headers).json["messageReceived"] is None
+
+
+@pytest.mark.parametrize(
+    "data,content_type",
+    [("{bad", "application/json"), ("", "application/json; x"), ("hello", "text/plain")],
+    ids=["broken_json", "blank_with_json_type", "not_json"],
+)
+def test_body_that_is_not_json_is_400_not_an_empty_message(client, data, content_type):
+    token = make_jwt()
+    response = client.post(
+        "/receive", data=data or " ", content_type=content_type, headers=bearer(token)
+    )
+    assert response.status_code == 400
+    assert response.json == {
+        "error": "invalid_request",
+        "error_description": 'send {"message": "<text>"} as JSON',
+    }
+    assert token not in response.get_data(as_text=True)
 
 
 # Opaque tokens
@@ -511,6 +569,13 @@ def test_opaque_token_is_verified_by_the_issuer_with_the_receivers_key(client, f
     (call,) = fake_issuer.verify_calls
     assert call["auth"] == f"Bearer {RECEIVER_KEY}"
     assert call["body"] == {"token": OPAQUE}
+
+
+def test_opaque_token_of_the_longest_accepted_length_still_reaches_the_issuer(client, fake_issuer):
+    longest = "mt_" + "b" * 125  # 128 characters
+    fake_issuer.add_opaque(longest)
+    assert client.post("/receive", headers=bearer(longest)).status_code == 200
+    assert len(fake_issuer.verify_calls) == 1
 
 
 def test_opaque_verifications_reuse_one_keep_alive_connection(client, fake_issuer):
@@ -577,6 +642,22 @@ def test_issuer_answer_that_is_not_a_token_object_gives_503(client, fake_issuer)
     assert client.post("/receive", headers=bearer(OPAQUE)).status_code == 503
 
 
+@pytest.mark.parametrize("claims_value", [[1, 2], "role=admin", 7, True])
+def test_opaque_token_whose_claims_are_not_an_object_is_rejected(client, fake_issuer, claims_value):
+    """The issuer takes any JSON as claims; VerifiedToken.claims is always a dict."""
+    fake_issuer.add_opaque(OPAQUE, claims=claims_value)
+    response = client.post("/receive", headers=bearer(OPAQUE))
+    assert response.status_code == 401
+    assert response.headers["WWW-Authenticate"] == invalid("token claims are not a JSON object")
+
+
+@pytest.mark.parametrize("claims_value", [None, {}])
+def test_issuer_token_object_without_claims_gives_empty_claims(client, fake_issuer, claims_value):
+    fake_issuer.add_opaque(OPAQUE, claims=claims_value)
+    response = client.post("/receive", headers=bearer(OPAQUE))
+    assert (response.status_code, response.json["token"]["claims"]) == (200, {})
+
+
 def test_slow_issuer_times_out_into_503(make_client, fake_issuer):
     client = make_client(M2M_ISSUER_TIMEOUT_SECONDS="0.2")
     fake_issuer.add_opaque(OPAQUE)
@@ -632,3 +713,86 @@ def test_tokens_never_appear_in_logs_or_answers(make_client, fake_issuer, caplog
     for token in tokens:
         assert token not in caplog.text
     assert RECEIVER_KEY not in caplog.text
+
+
+@pytest.mark.parametrize(
+    "header,expected",
+    [("7", "7"), ("86400", "60"), ("0", "1"), ("soon", "5"), ("\u00b2", "5"),
+     ("Wed, 21 Oct 2015 07:28:00 GMT", "5")],
+)  # fmt: skip
+def test_issuer_retry_after_is_capped_and_garbage_means_the_default(
+    client, fake_issuer, header, expected
+):
+    fake_issuer.verify_status = 429
+    fake_issuer.verify_headers = {"Retry-After": header}
+    response = client.post("/receive", headers=bearer(OPAQUE))
+    assert (response.status_code, response.headers["Retry-After"]) == (503, expected)
+
+
+# Errors outside the protected view: JSON, never Flask's HTML
+
+
+@pytest.mark.parametrize(
+    "method,path,status,error,allow",
+    [
+        ("GET", "/receive", 405, "method_not_allowed", "POST"),
+        ("POST", "/healthz", 405, "method_not_allowed", "GET"),
+        ("GET", "/nowhere", 404, "not_found", None),
+    ],
+)
+def test_unknown_route_or_method_answers_json(client, method, path, status, error, allow):
+    response = client.open(path, method=method)
+    assert response.status_code == status
+    assert response.mimetype == "application/json"
+    assert response.json["error"] == error
+    assert allow is None or allow in response.headers["Allow"]
+
+
+def test_body_over_64_kib_is_413_json(client):
+    token = make_jwt()
+    body = json.dumps({"message": "x" * (64 * 1024)})
+    response = client.post(
+        "/receive", data=body, content_type="application/json", headers=bearer(token)
+    )
+    assert response.status_code == 413
+    assert response.json["error"] == "request_entity_too_large"
+    assert token not in response.get_data(as_text=True)
+
+
+def test_unhandled_exception_is_500_json_without_traceback(make_client):
+    client = make_client()
+    app = client.application
+    app.testing = False  # let Flask turn the exception into a 500 as in production
+
+    @app.post("/boom")
+    @receiver_app.require_m2m
+    def boom():
+        raise RuntimeError("internal detail that must not leak")
+
+    response = client.post("/boom", headers=bearer(make_jwt()))
+    assert response.status_code == 500
+    assert response.json == {
+        "error": "internal_server_error",
+        "error_description": "Internal Server Error",
+    }
+    assert "internal detail" not in response.get_data(as_text=True)
+
+
+def test_jwt_memo_is_bounded_and_keeps_only_token_hashes(fake_issuer):
+    from receiver_app.verifier import M2MVerifier, VerifierConfig
+
+    config = VerifierConfig(
+        api_url=fake_issuer.url,
+        machine_secret_key=RECEIVER_KEY,
+        machine_id=RECEIVER_ID,
+        jwt_issuer=fake_issuer.url,
+        cache_max_entries=3,
+    )
+    verifier = M2MVerifier(config)
+    tokens = [make_jwt(jti=f"mt_{i:032x}") for i in range(5)]
+    for token in tokens:
+        assert verifier.verify(token).machine_id == CALLER_ID
+    memo = verifier._jwt_memo
+    assert len(memo) == 3
+    assert all(token.encode()[:40] not in key for key in memo._entries for token in tokens)
+    assert memo.get(tokens[0]) is None and memo.get(tokens[-1]) is not None

@@ -33,7 +33,7 @@ from locust.runners import MasterRunner, WorkerRunner
 
 from loadtest import gate
 from loadtest.issuer_client import IssuerClient, IssuerError
-from loadtest.settings import Keys, TargetRefused, check_targets
+from loadtest.settings import Keys, RunRefused, TargetRefused, check_run_bounds, check_targets
 from loadtest.tokens import FreshJwt, PreparedTokens, key_id
 
 logger = logging.getLogger("loadtest")
@@ -100,11 +100,16 @@ def add_options(parser) -> None:
 
 @events.init.add_listener
 def aim_users(environment, **_kwargs) -> None:
-    """Point each user class at its service, after refusing targets this test must not hit."""
+    """Point each user class at its service, after refusing an unbounded run and targets this test
+    must not hit (exit 2, one line on stderr, before any request)."""
     options = environment.parsed_options
     if options is None:  # Locust used as a library: the caller sets hosts itself
         return
     try:
+        if not options.worker:  # the master (or a local run) bounds the whole run
+            check_run_bounds(
+                headless=options.headless, run_time_s=options.run_time, users=options.num_users
+            )
         if environment.host:
             raise TargetRefused(
                 "--host would send every user to one service; use --issuer-url, "
@@ -120,7 +125,7 @@ def aim_users(environment, **_kwargs) -> None:
         STATE.keys = Keys.from_env()
         if not STATE.keys.caller_secret_key:
             raise TargetRefused("LOADTEST_CALLER_SECRET_KEY (the caller's ak_ key) is not set")
-    except (TargetRefused, ValueError) as exc:
+    except (RunRefused, TargetRefused, ValueError) as exc:
         sys.stderr.write(f"loadtest: {exc}\n")
         sys.exit(2)
     STATE.issuer = IssuerClient(options.issuer_url)

@@ -1,4 +1,5 @@
-"""Where the load test aims and with which keys: read from the environment, never from code.
+"""Where the load test aims, with which keys, and how big a run may be: refusals come before any
+traffic.
 
 Locust options (`--issuer-url`, ...) carry the targets; the machine and instance keys come only
 from environment variables so they never show in a process list or in Locust's web UI.
@@ -11,11 +12,18 @@ import os
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+# Every run is bounded: a run time is required, and neither it nor the user count may exceed these.
+MAX_RUN_TIME_S = 30 * 60
+MAX_USERS = 200
 ALLOW_REMOTE_ENV = "LOADTEST_ALLOW_REMOTE"
 
 
 class TargetRefused(ValueError):
     """A target URL that this load test will not send traffic to."""
+
+
+class RunRefused(ValueError):
+    """A run this load test will not start: unbounded in time or users, or the web UI."""
 
 
 @dataclass(frozen=True)
@@ -43,6 +51,30 @@ class Keys:
             "CLERK_SECRET_KEY": self.instance_secret_key,
         }
         return [name for name, value in names.items() if not value]
+
+
+def check_run_bounds(*, headless: bool, run_time_s: int | None, users: int | None) -> None:
+    """Refuse a run that is not bounded in time and users (the master's or a local run's options).
+
+    The web UI is refused too: it lets anyone type any user count and runs until stopped.
+    """
+    if not headless:
+        raise RunRefused(
+            "the web UI is not allowed (it has no run time and takes any user count); "
+            "run with --headless and -t"
+        )
+    if not run_time_s:
+        raise RunRefused(
+            f"no run time: give -t/--run-time (at most {MAX_RUN_TIME_S // 60} min), so the "
+            "run is bounded"
+        )
+    if run_time_s > MAX_RUN_TIME_S:
+        raise RunRefused(
+            f"run time {run_time_s} s is above the cap of {MAX_RUN_TIME_S} s "
+            f"({MAX_RUN_TIME_S // 60} min)"
+        )
+    if users is not None and users > MAX_USERS:
+        raise RunRefused(f"{users} users is above the cap of {MAX_USERS}")
 
 
 def is_loopback_url(url: str) -> bool:

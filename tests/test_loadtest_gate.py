@@ -18,7 +18,15 @@ from loadtest.rotation_plan import (
     check_no_jwt_failures,
     planned_users,
 )
-from loadtest.settings import TargetRefused, check_targets, is_loopback_url
+from loadtest.settings import (
+    MAX_RUN_TIME_S,
+    MAX_USERS,
+    RunRefused,
+    TargetRefused,
+    check_run_bounds,
+    check_targets,
+    is_loopback_url,
+)
 
 
 @dataclass
@@ -163,3 +171,23 @@ def test_rotation_needs_successful_jwts_from_two_keys_and_no_jwt_failure():
     )
     both = Stats([fast("/receive (jwt start kid=k1)"), fast("/receive (jwt fresh kid=k2)")])
     assert check_both_keys_verified(both) is None and check_no_jwt_failures(both) is None
+
+
+def test_a_headless_run_within_the_caps_is_allowed():
+    check_run_bounds(headless=True, run_time_s=MAX_RUN_TIME_S, users=MAX_USERS)
+    check_run_bounds(headless=True, run_time_s=5, users=None)  # Locust's default: one user
+
+
+@pytest.mark.parametrize(
+    ("headless", "run_time_s", "users", "reason"),
+    [
+        (True, None, 5, "no run time"),
+        (True, 0, 5, "no run time"),
+        (True, MAX_RUN_TIME_S + 1, 5, "above the cap of 1800 s"),
+        (True, 60, MAX_USERS + 1, "above the cap of 200"),
+        (False, 60, 5, "web UI is not allowed"),
+    ],
+)
+def test_an_unbounded_run_or_the_web_ui_is_refused(headless, run_time_s, users, reason):
+    with pytest.raises(RunRefused, match=reason):
+        check_run_bounds(headless=headless, run_time_s=run_time_s, users=users)

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import socket
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 # Every run is bounded: a run time is required, and neither it nor the user count may exceed these.
 MAX_RUN_TIME_S = 30 * 60
 MAX_USERS = 200
-ALLOW_REMOTE_ENV = "LOADTEST_ALLOW_REMOTE"
 
 
 class TargetRefused(ValueError):
@@ -77,30 +77,36 @@ def check_run_bounds(*, headless: bool, run_time_s: int | None, users: int | Non
         raise RunRefused(f"{users} users is above the cap of {MAX_USERS}")
 
 
-def is_loopback_url(url: str) -> bool:
-    """True when the URL's host is a loopback address literal or `localhost` (no DNS lookup)."""
-    host = urlsplit(url).hostname or ""
-    if host == "localhost":
-        return True
+def loopback_addresses(host: str) -> bool:
+    """True when `host` is a loopback address literal (127.0.0.0/8, ::1), or `localhost` and every
+    address it resolves to is loopback. Any other name is refused unresolved: DNS may change."""
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
+        pass
+    if host.lower().rstrip(".") != "localhost":
         return False
+    try:
+        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except OSError:
+        return False
+    addresses = {info[4][0].split("%")[0] for info in infos}
+    return bool(addresses) and all(ipaddress.ip_address(a).is_loopback for a in addresses)
 
 
-def remote_allowed(environ: dict[str, str] | None = None) -> bool:
-    env = os.environ if environ is None else environ
-    return env.get(ALLOW_REMOTE_ENV, "") == "1"
+def is_loopback_url(url: str) -> bool:
+    return loopback_addresses(urlsplit(url).hostname or "")
 
 
-def check_targets(urls: dict[str, str], environ: dict[str, str] | None = None) -> None:
-    """Refuse a malformed target, and a non-loopback one unless LOADTEST_ALLOW_REMOTE=1."""
+def check_targets(urls: dict[str, str]) -> None:
+    """Refuse a malformed target and any target that is not on this machine's loopback."""
     for option, url in urls.items():
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise TargetRefused(f"{option}={url!r} is not an http(s) URL")
-        if not is_loopback_url(url) and not remote_allowed(environ):
+        if not is_loopback_url(url):
             raise TargetRefused(
-                f"{option}={url!r} is not a loopback address; load tests send traffic to "
-                f"127.0.0.1 only unless you set {ALLOW_REMOTE_ENV}=1 for services you own"
+                f"{option}={url!r} is not a loopback address; load tests send traffic only to "
+                "127.0.0.0/8, [::1] or localhost (run your service locally, or reach it through "
+                "a port-forward on 127.0.0.1)"
             )

@@ -8,6 +8,7 @@ real Locust stats go through the gate in tests/test_loadtest_smoke.py.
 from __future__ import annotations
 
 import math
+import socket
 from dataclasses import dataclass, field
 
 import pytest
@@ -132,24 +133,40 @@ def test_malformed_per_name_limits_are_refused_naming_the_option(text):
 )
 def test_loopback_targets_are_accepted(url):
     assert is_loopback_url(url)
-    check_targets({"issuer-url": url}, environ={})
+    check_targets({"issuer-url": url})
 
 
-def test_non_loopback_target_is_refused_unless_remote_is_opted_in():
-    with pytest.raises(TargetRefused, match="LOADTEST_ALLOW_REMOTE=1"):
-        check_targets({"receiver-url": "https://staging.example.com"}, environ={})
-    check_targets(
-        {"receiver-url": "https://staging.example.com"}, environ={"LOADTEST_ALLOW_REMOTE": "1"}
-    )
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://staging.example.com",
+        "http://10.1.2.3",
+        "http://[::ffff:10.0.0.1]",
+        "http://0.0.0.0",
+    ],
+)
+def test_non_loopback_target_is_refused_with_no_way_to_opt_in(url, monkeypatch):
+    monkeypatch.setenv("LOADTEST_ALLOW_REMOTE", "1")  # the old opt-in no longer means anything
+    with pytest.raises(TargetRefused, match="is not a loopback address"):
+        check_targets({"receiver-url": url})
 
 
 def test_a_name_that_resolves_somewhere_is_not_trusted_as_loopback():
     assert not is_loopback_url("http://127.0.0.1.nip.io:8780")
 
 
-def test_non_http_target_is_refused_even_with_remote_opt_in():
+def test_localhost_is_refused_when_it_resolves_to_a_non_loopback_address(monkeypatch):
+    def resolves_elsewhere(host, *_args, **_kwargs):
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("192.0.2.7", 0))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolves_elsewhere)
+    with pytest.raises(TargetRefused, match="is not a loopback address"):
+        check_targets({"issuer-url": "http://localhost:8780"})
+
+
+def test_non_http_target_is_refused():
     with pytest.raises(TargetRefused, match="not an http"):
-        check_targets({"caller-url": "ftp://127.0.0.1"}, environ={"LOADTEST_ALLOW_REMOTE": "1"})
+        check_targets({"caller-url": "ftp://127.0.0.1"})
 
 
 def test_rotation_plan_ramps_spikes_and_settles_within_the_peak():

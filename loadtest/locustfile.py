@@ -64,6 +64,8 @@ def add_options(parser) -> None:
     config file (`--config loadtest/locust.conf`)."""
     if os.environ.get("M2M_SKIP_DOTENV") != "1":
         load_dotenv(Path(__file__).resolve().parent / ".env", override=False)
+    # A master listens for its workers on loopback, not on every interface (Locust's default).
+    parser.set_defaults(master_bind_host="127.0.0.1")
     urls = [
         ("--issuer-url", "LOADTEST_ISSUER_URL", "http://127.0.0.1:8780", "mock issuer"),
         ("--receiver-url", "LOADTEST_RECEIVER_URL", "http://127.0.0.1:8782", "receiver"),

@@ -275,8 +275,16 @@ def locust_command(profile: Profile, report_dir: Path, extra: list[str]) -> list
             "--csv", str(report_dir / "locust"),
             "--html", str(report_dir / "report.html")]  # fmt: skip
     if profile.processes:
-        args += ["--processes", str(profile.processes)]
+        args += ["--processes", str(profile.processes), *master_port_args()]
     return args + list(profile.extra) + extra
+
+
+def master_port_args() -> list[str]:
+    """A free master port for one distributed run. With Locust's fixed default (5557) a second
+    run on the machine fails to bind and exits 1 without a verdict, while its workers join and
+    report to the first run's master."""
+    port = str(free_port())
+    return ["--master-bind-host", "127.0.0.1", "--master-bind-port", port, "--master-port", port]
 
 
 def run_profile(name: str, extra: list[str], workers: int, reports: Path) -> int:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from loadtest.stack import REPO_ROOT, Stack, clean_env
+from loadtest.stack import REPO_ROOT, Stack, clean_env, master_port_args
 
 pytestmark = [pytest.mark.e2e, pytest.mark.load]
 
@@ -82,9 +82,12 @@ def test_smoke_run_passes_the_gate_and_writes_csv_and_html_reports(stack, tmp_pa
 
 
 def test_impossible_threshold_fails_the_gate_once_in_distributed_mode(stack, tmp_path):
+    # Its own master port: on Locust's default port a concurrent distributed run (another test
+    # session on the machine) made this master exit 1 with no verdict. 6 s leaves the workers
+    # time to prepare tokens and send requests even on busy cores.
     result = run_locust(
-        stack, tmp_path, "-u", "4", "-r", "4", "-t", "4s", "--processes", "2",
-        env={"LOADTEST_P95_MS": "0.001"},
+        stack, tmp_path, "-u", "4", "-r", "4", "-t", "6s", "--processes", "2",
+        *master_port_args(), env={"LOADTEST_P95_MS": "0.001"},
     )  # fmt: skip
 
     assert result.returncode == 1, output(result)

@@ -53,6 +53,21 @@ class Keys:
         return [name for name, value in names.items() if not value]
 
 
+@dataclass(frozen=True)
+class Option:
+    """A Locust command-line option that is also an environment variable and a config file key;
+    its type is the default's (str or float)."""
+
+    flag: str
+    env_var: str
+    default: str | float
+    help: str
+
+    def add_to(self, parser) -> None:
+        parser.add_argument(self.flag, type=type(self.default), env_var=self.env_var,
+                            default=self.default, help=self.help)  # fmt: skip
+
+
 def check_run_bounds(*, headless: bool, run_time_s: int | None, users: int | None) -> None:
     """Refuse a run that is not bounded in time and users (the master's or a local run's options).
 

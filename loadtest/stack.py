@@ -82,6 +82,10 @@ class Seed:
         }
 
 
+# free_port and clean_env repeat tests/harness.py's free_port and base_env on purpose: the load
+# test runs without the test tooling (tests.harness imports pytest-xprocess), and tests/ is not
+# part of what someone copies to load-test their own services. clean_env also drops LOADTEST_*
+# and CALLER_* settings, which the harness has no reason to know about.
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))

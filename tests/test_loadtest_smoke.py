@@ -13,6 +13,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from loadtest.stack import REPO_ROOT, Stack, clean_env, master_port_args
@@ -109,6 +110,14 @@ def test_signing_key_rotation_mid_run_fails_no_jwt_verification(stack, tmp_path)
     assert rows["/v1/jwks/rotate (signing key rotation)"]["Failure Count"] == "0"
     kids = {name.rpartition("kid=")[2] for name in rows if name.startswith("/receive (jwt ")}
     assert len(kids) == 2  # tokens from the old and the new key were both verified
+
+
+def test_the_stack_receiver_checks_every_jwt_signature(stack):
+    """The verified-token memo is off in the running receiver, so the rotation run's old-key
+    tokens are verified against the published keys on every request, not served from memory."""
+    receiver = psutil.Process(stack.servers["receiver"].process.pid)  # gunicorn's master
+    for process in [receiver, *receiver.children()]:
+        assert process.environ().get("M2M_JWT_CACHE_SECONDS") == "0"
 
 
 def test_a_non_loopback_target_is_refused_before_any_traffic(stack, tmp_path):

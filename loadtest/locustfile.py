@@ -129,12 +129,24 @@ def aim_users(environment, **_kwargs) -> None:
             raise TargetRefused("LOADTEST_CALLER_SECRET_KEY (the caller's ak_ key) is not set")
     except (RunRefused, TargetRefused, ValueError) as exc:
         sys.stderr.write(f"loadtest: {exc}\n")
+        sys.stderr.flush()
+        if isinstance(environment.runner, MasterRunner) and options.processes:
+            stop_forked_workers(environment.runner, options.processes)
         sys.exit(2)
     STATE.issuer = IssuerClient(options.issuer_url)
     IssueTokensUser.host = options.issuer_url
     for user_class in (OpaqueVerifyUser, JwtVerifyUser, NegativeUser):
         user_class.host = options.receiver_url
     ChainUser.host = options.caller_url
+
+
+def stop_forked_workers(runner: MasterRunner, expected: int, timeout_s: float = 10) -> None:
+    """Before a refusing master exits, let its `--processes` workers connect and tell them to quit:
+    Locust's parent does not stop them then, and they would retry connecting for 5 minutes."""
+    deadline = time.monotonic() + timeout_s
+    while len(runner.clients.ready) < expected and time.monotonic() < deadline:
+        gevent.sleep(0.1)
+    runner.quit()
 
 
 def thresholds_from(options) -> gate.Thresholds:

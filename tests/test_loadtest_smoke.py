@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -156,3 +157,33 @@ def test_an_unbounded_direct_locust_run_is_refused_with_one_line(args, reason):
     refusals = [line for line in result.stderr.splitlines() if line.startswith("loadtest: ")]
     assert len(refusals) == 1 and reason in refusals[0], output(result)
     assert not verdict_lines(result)
+
+
+def test_a_refused_distributed_run_leaves_no_worker_behind(tmp_path):
+    """With --processes the workers are forked before the master refuses; they must not linger
+    (Locust's parent leaves them retrying to connect for 5 minutes)."""
+    port_args = master_port_args()  # its unique port also names this run's processes below
+    result = subprocess.run(
+        [sys.executable, "-m", "locust", "-f", LOCUSTFILE, "--headless", "-u", "2",
+         "--processes", "2", *port_args],
+        cwd=REPO_ROOT, env={**clean_env(), "LOADTEST_CALLER_SECRET_KEY": "ak_unused"},
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+
+    assert result.returncode == 2 and "no run time" in result.stderr, output(result)
+    marker = " ".join(port_args[-2:])
+
+    def leftovers() -> list[psutil.Process]:
+        found = []
+        for process in psutil.process_iter(["cmdline"]):
+            if marker in " ".join(process.info["cmdline"] or []):
+                found.append(process)
+        return found
+
+    deadline = time.monotonic() + 5
+    while leftovers() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    stragglers = leftovers()
+    for process in stragglers:  # never leave them running, even when the test fails
+        process.kill()
+    assert not stragglers, output(result)

@@ -33,7 +33,14 @@ from locust.runners import MasterRunner, WorkerRunner
 
 from loadtest import gate
 from loadtest.issuer_client import IssuerClient, IssuerError
-from loadtest.settings import Keys, TargetRefused, check_targets
+from loadtest.settings import (
+    Keys,
+    Option,
+    RunRefused,
+    TargetRefused,
+    check_run_bounds,
+    check_targets,
+)
 from loadtest.tokens import FreshJwt, PreparedTokens, key_id
 
 logger = logging.getLogger("loadtest")
@@ -58,53 +65,53 @@ STATE = RunState()
 # ---- options, targets and the gate ---------------------------------------------------------
 
 
+OPTIONS = (
+    Option("--issuer-url", "LOADTEST_ISSUER_URL", "http://127.0.0.1:8780",
+           "Base URL of the mock issuer"),
+    Option("--receiver-url", "LOADTEST_RECEIVER_URL", "http://127.0.0.1:8782",
+           "Base URL of the receiver"),
+    Option("--caller-url", "LOADTEST_CALLER_URL", "http://127.0.0.1:8781",
+           "Base URL of the caller"),
+    Option("--max-fail-ratio", "LOADTEST_MAX_FAIL_RATIO", 0.0,
+           "Gate: highest failure ratio (0..1) allowed for any request name"),
+    Option("--p95-ms", "LOADTEST_P95_MS", 1000.0,
+           "Gate: highest p95 latency (ms) allowed for any request name"),
+    Option("--fail-ratio-by-name", "LOADTEST_FAIL_RATIO_BY_NAME", "",
+           "Gate overrides: 'PATTERN=RATIO;PATTERN=RATIO' (fnmatch on the request name)"),
+    Option("--p95-ms-by-name", "LOADTEST_P95_MS_BY_NAME", "",
+           "Gate overrides: 'PATTERN=MS;PATTERN=MS', e.g. '/send (*=1500'"),
+    Option("--expired-grace-s", "LOADTEST_EXPIRED_GRACE_S", 6.0,
+           "Wait this long past a 1 s token's expiry (the receiver's clock leeway) before "
+           "presenting it as an expired token"),
+    Option("--jwt-refresh-s", "LOADTEST_JWT_REFRESH_S", 2.0,
+           "JwtVerifyUser re-mints its fresh JWT this often (seconds)"),
+)  # fmt: skip
+
+
 @events.init_command_line_parser.add_listener
 def add_options(parser) -> None:
     """Targets and thresholds: `--issuer-url` or LOADTEST_ISSUER_URL or `issuer-url =` in a
     config file (`--config loadtest/locust.conf`)."""
     if os.environ.get("M2M_SKIP_DOTENV") != "1":
         load_dotenv(Path(__file__).resolve().parent / ".env", override=False)
-    urls = [
-        ("--issuer-url", "LOADTEST_ISSUER_URL", "http://127.0.0.1:8780", "mock issuer"),
-        ("--receiver-url", "LOADTEST_RECEIVER_URL", "http://127.0.0.1:8782", "receiver"),
-        ("--caller-url", "LOADTEST_CALLER_URL", "http://127.0.0.1:8781", "caller"),
-    ]
-    for flag, env, default, what in urls:
-        parser.add_argument(flag, env_var=env, default=default, help=f"Base URL of the {what}")
-    parser.add_argument(
-        "--max-fail-ratio", type=float, env_var="LOADTEST_MAX_FAIL_RATIO", default=0.0,
-        help="Gate: highest failure ratio (0..1) allowed for any request name",
-    )  # fmt: skip
-    parser.add_argument(
-        "--p95-ms", type=float, env_var="LOADTEST_P95_MS", default=1000.0,
-        help="Gate: highest p95 latency (ms) allowed for any request name",
-    )  # fmt: skip
-    parser.add_argument(
-        "--fail-ratio-by-name", env_var="LOADTEST_FAIL_RATIO_BY_NAME", default="",
-        help="Gate overrides: 'PATTERN=RATIO;PATTERN=RATIO' (fnmatch on the request name)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--p95-ms-by-name", env_var="LOADTEST_P95_MS_BY_NAME", default="",
-        help="Gate overrides: 'PATTERN=MS;PATTERN=MS', e.g. '/send (*=1500'",
-    )  # fmt: skip
-    parser.add_argument(
-        "--expired-grace-s", type=float, env_var="LOADTEST_EXPIRED_GRACE_S", default=6.0,
-        help="Wait this long past a 1 s token's expiry (the receiver's clock leeway) before "
-        "presenting it as an expired token",
-    )  # fmt: skip
-    parser.add_argument(
-        "--jwt-refresh-s", type=float, env_var="LOADTEST_JWT_REFRESH_S", default=2.0,
-        help="JwtVerifyUser re-mints its fresh JWT this often (seconds)",
-    )  # fmt: skip
+    # A master listens for its workers on loopback, not on every interface (Locust's default).
+    parser.set_defaults(master_bind_host="127.0.0.1")
+    for option in OPTIONS:
+        option.add_to(parser)
 
 
 @events.init.add_listener
 def aim_users(environment, **_kwargs) -> None:
-    """Point each user class at its service, after refusing targets this test must not hit."""
+    """Point each user class at its service, after refusing an unbounded run and targets this test
+    must not hit (exit 2, one line on stderr, before any request)."""
     options = environment.parsed_options
     if options is None:  # Locust used as a library: the caller sets hosts itself
         return
     try:
+        if not options.worker:  # the master (or a local run) bounds the whole run
+            check_run_bounds(
+                headless=options.headless, run_time_s=options.run_time, users=options.num_users
+            )
         if environment.host:
             raise TargetRefused(
                 "--host would send every user to one service; use --issuer-url, "
@@ -120,14 +127,26 @@ def aim_users(environment, **_kwargs) -> None:
         STATE.keys = Keys.from_env()
         if not STATE.keys.caller_secret_key:
             raise TargetRefused("LOADTEST_CALLER_SECRET_KEY (the caller's ak_ key) is not set")
-    except (TargetRefused, ValueError) as exc:
+    except (RunRefused, TargetRefused, ValueError) as exc:
         sys.stderr.write(f"loadtest: {exc}\n")
+        sys.stderr.flush()
+        if isinstance(environment.runner, MasterRunner) and options.processes:
+            stop_forked_workers(environment.runner, options.processes)
         sys.exit(2)
     STATE.issuer = IssuerClient(options.issuer_url)
     IssueTokensUser.host = options.issuer_url
     for user_class in (OpaqueVerifyUser, JwtVerifyUser, NegativeUser):
         user_class.host = options.receiver_url
     ChainUser.host = options.caller_url
+
+
+def stop_forked_workers(runner: MasterRunner, expected: int, timeout_s: float = 10) -> None:
+    """Before a refusing master exits, let its `--processes` workers connect and tell them to quit:
+    Locust's parent does not stop them then, and they would retry connecting for 5 minutes."""
+    deadline = time.monotonic() + timeout_s
+    while len(runner.clients.ready) < expected and time.monotonic() < deadline:
+        gevent.sleep(0.1)
+    runner.quit()
 
 
 def thresholds_from(options) -> gate.Thresholds:

@@ -25,7 +25,7 @@ from locust.stats import RequestStats
 
 from loadtest.issuer_client import IssuerClient, IssuerError
 from loadtest.rotation_plan import check_both_keys_verified, check_no_jwt_failures, planned_users
-from loadtest.settings import Keys
+from loadtest.settings import Keys, Option
 
 logger = logging.getLogger("loadtest")
 
@@ -33,16 +33,18 @@ DEFAULT_RUN_TIME_S = 60
 DEFAULT_PEAK_USERS = 20
 
 
+OPTIONS = (
+    Option("--rotate-path", "LOADTEST_ROTATE_PATH", "/v1/jwks/rotate",
+           "Issuer route (instance key) that rotates the JWT signing key"),
+    Option("--rotate-at", "LOADTEST_ROTATE_AT", 0.5,
+           "When to rotate, as a fraction of the run time (0..1)"),
+)  # fmt: skip
+
+
 @events.init_command_line_parser.add_listener
 def add_options(parser) -> None:
-    parser.add_argument(
-        "--rotate-path", env_var="LOADTEST_ROTATE_PATH", default="/v1/jwks/rotate",
-        help="Issuer route (instance key) that rotates the JWT signing key",
-    )  # fmt: skip
-    parser.add_argument(
-        "--rotate-at", type=float, env_var="LOADTEST_ROTATE_AT", default=0.5,
-        help="When to rotate, as a fraction of the run time (0..1)",
-    )  # fmt: skip
+    for option in OPTIONS:
+        option.add_to(parser)
 
 
 @dataclass

@@ -82,6 +82,10 @@ class Seed:
         }
 
 
+# free_port and clean_env repeat tests/harness.py's free_port and base_env on purpose: the load
+# test runs without the test tooling (tests.harness imports pytest-xprocess), and tests/ is not
+# part of what someone copies to load-test their own services. clean_env also drops LOADTEST_*
+# and CALLER_* settings, which the harness has no reason to know about.
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -166,7 +170,7 @@ class Stack:
     workdir: Path
     workers: int = 2
     threads: int = 1
-    receiver_env: dict[str, str] = field(default_factory=dict)
+    receiver_env: dict[str, str | None] = field(default_factory=dict)
     receiver_target: str = ""
     seed: Seed = field(default_factory=Seed.random)
     servers: dict[str, Server] = field(default_factory=dict)
@@ -195,9 +199,10 @@ class Stack:
         return Server(app, port, env, self.workdir / f"{app}-{port}.log",
                       workers=self.workers, threads=self.threads, target=target)  # fmt: skip
 
-    def receiver_server(self, extra_env: dict[str, str], target: str = "") -> Server:
-        """A receiver wired to this stack's issuer; `extra_env` tunes it (e.g. its cache) and
-        `target` may serve it through another factory (the benchmark's)."""
+    def receiver_server(self, extra_env: dict[str, str | None], target: str = "") -> Server:
+        """A receiver wired to this stack's issuer; `extra_env` tunes it (e.g. its cache; None
+        leaves a variable unset, so the receiver's default applies) and `target` may serve it
+        through another factory (the benchmark's)."""
         issuer_url = self.servers["issuer"].url
         env = {
             "CLERK_API_URL": issuer_url,
@@ -205,8 +210,13 @@ class Stack:
             "CLERK_MACHINE_ID": self.seed.receiver.id,
             # 1 s of clock leeway (default 5) so expired-token traffic starts soon in short runs.
             "M2M_JWT_LEEWAY_SECONDS": str(RECEIVER_LEEWAY_S),
+            # Every JWT's signature is checked: with the verified-token memo (default 60 s) a
+            # token presented again is a memo hit, and the rotation profile would not prove that
+            # tokens signed by the old key still verify after the rotation.
+            "M2M_JWT_CACHE_SECONDS": "0",
             **extra_env,
         }
+        env = {name: value for name, value in env.items() if value is not None}
         return self._server("receiver_app", free_port(), env, target)
 
     def start(self) -> Stack:
@@ -275,8 +285,16 @@ def locust_command(profile: Profile, report_dir: Path, extra: list[str]) -> list
             "--csv", str(report_dir / "locust"),
             "--html", str(report_dir / "report.html")]  # fmt: skip
     if profile.processes:
-        args += ["--processes", str(profile.processes)]
+        args += ["--processes", str(profile.processes), *master_port_args()]
     return args + list(profile.extra) + extra
+
+
+def master_port_args() -> list[str]:
+    """A free master port for one distributed run. With Locust's fixed default (5557) a second
+    run on the machine fails to bind and exits 1 without a verdict, while its workers join and
+    report to the first run's master."""
+    port = str(free_port())
+    return ["--master-bind-host", "127.0.0.1", "--master-bind-port", port, "--master-port", port]
 
 
 def run_profile(name: str, extra: list[str], workers: int, reports: Path) -> int:

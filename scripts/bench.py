@@ -1,16 +1,19 @@
 """The performance benchmark: one table, measured in one run on this machine, printed and written
 as Markdown (bench-results.md by default).
 
-    python scripts/bench.py                  # about 4 minutes
-    python scripts/bench.py --seconds 1 --rounds 1 --sends 500 --clerk-sends 100   # quick look
+    python scripts/bench.py            # about 4 minutes
+    python scripts/bench.py --quick    # about a minute: short rounds, fewer sends, a quick look
 
-It starts its own stack on 127.0.0.1 under gunicorn (issuer, a receiver with the verification
-cache off, one with it on, the caller) and measures, in interleaved rounds so background noise
-hits every scenario alike: receiver requests/s and p50/p99 for an unprotected copy of the
-handler, JWT, opaque, and cached opaque tokens (each as a ratio to the unprotected handler);
-issuer creations/s (opaque, JWT) and opaque verifications/s; and the tokens created (and their
-estimated price) for 10,000 caller sends with token reuse against one token per send.
-The load generator runs on the same cores as the servers: absolute numbers are this machine's.
+It times our JWT verifier in process against a bare `jwt.decode` with a preloaded key, then starts
+its own stack on 127.0.0.1 under gunicorn (issuer; a receiver with both verification caches off;
+one with the verified-JWT memo at its default and the opaque cache on; the caller) and measures,
+in interleaved rounds so background noise hits every scenario alike: receiver requests/s, p50/p99
+and server CPU per request for an unprotected copy of the handler, JWTs with the signature
+checked every request, JWTs with the memo, opaque tokens and cached opaque tokens (each as a ratio
+to the unprotected handler); issuer creations/s (opaque, JWT) and opaque verifications/s; and the
+tokens created (and their estimated price) for 10,000 caller sends with token reuse against one
+token per send. The load generator runs on the same cores as the servers: absolute numbers are
+this machine's.
 """
 
 from __future__ import annotations
@@ -29,19 +32,37 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
+import psutil  # noqa: E402
 import requests  # noqa: E402
 
 from loadtest.issuer_client import IssuerClient  # noqa: E402
-from loadtest.stack import Stack  # noqa: E402
+from loadtest.stack import Server, Stack  # noqa: E402
 from scripts.bench_apps import UNPROTECTED_PATH  # noqa: E402
 from scripts.bench_load import Sample, Target, closed_loop, measure, send  # noqa: E402
+from scripts.bench_verifier import bench_verifier  # noqa: E402
 
 # Clerk's published M2M pricing (see the wire contract); JWT verification is local and free.
 CREATION_PRICE = 0.001
 CREATION_FREE_PER_MONTH = 2_500
 OPAQUE_VERIFICATION_PRICE = 0.00001
 OPAQUE_VERIFICATIONS_FREE_PER_MONTH = 100_000
-RATIO_GOALS = {"JWT": 0.85, "opaque, verification cache on": 0.85}
+UNPROTECTED = "unprotected handler (same app, no token check)"
+JWT_CHECKED = "JWT, signature checked every request (M2M_JWT_CACHE_SECONDS=0)"
+JWT_MEMO = "JWT, verified-token memo (default)"
+OPAQUE = "opaque, the issuer asked every request"
+OPAQUE_CACHED = "opaque, verification cache on (M2M_VERIFY_CACHE_SECONDS=300)"
+# Goals for the share of the unprotected handler's throughput left after verification.
+RATIO_GOALS = {JWT_CHECKED: 0.85, JWT_MEMO: 0.85, OPAQUE_CACHED: 0.85}
+VERIFIER_GOAL = 1.3  # our verifier's time per JWT at most 1.3x a bare jwt.decode
+# Receiver with both caches off (the stack's default) and with the receiver's defaults + the cache.
+CACHES_ON_ENV: dict[str, str | None] = {
+    "M2M_JWT_CACHE_SECONDS": None,  # unset: the receiver's own default memo
+    "M2M_VERIFY_CACHE_SECONDS": "300",
+}
+BENCH_APP = "scripts.bench_apps:receiver_with_baseline()"
+# --quick: the same table from short rounds and fewer sends (noisier; to check the script works).
+QUICK = {"seconds": 1.0, "rounds": 1, "sends": 300, "clerk_sends": 100,
+         "verify_calls": 300, "verify_rounds": 3}  # fmt: skip
 MESSAGE = json.dumps({"message": "Hello from the benchmark"}).encode()
 JSON = {"Content-Type": "application/json"}
 
@@ -53,62 +74,119 @@ class Row:
     value: str
     p50: str = "-"
     p99: str = "-"
+    cpu: str = "-"
     ratio: str = "-"
     goal: str = "-"
+
+
+@dataclass(frozen=True)
+class Result:
+    """One scenario's merged rounds: latencies, median req/s, server CPU seconds per request."""
+
+    sample: Sample
+    rps: float
+    cpu_per_request: float
 
 
 def bearer(token: str) -> dict[str, str]:
     return {**JSON, "Authorization": f"Bearer {token}"}
 
 
-def merged(samples: list[Sample]) -> tuple[Sample, float]:
-    """All rounds' latencies in one sample, and the median of the rounds' requests/s."""
-    total = Sample(
-        ok=sum(s.ok for s in samples),
-        errors=sum(s.errors for s in samples),
-        seconds=sum(s.seconds for s in samples),
-        latencies=[t for s in samples for t in s.latencies],
-    )
-    return total, statistics.median(s.rps for s in samples)
+def server_cpu_seconds(server: Server) -> float:
+    """CPU time used so far by one gunicorn server: its master and its workers."""
+    master = psutil.Process(server.process.pid)
+    total = 0.0
+    for process in [master, *master.children(recursive=True)]:
+        times = process.cpu_times()
+        total += times.user + times.system
+    return total
 
 
 def interleaved(
-    targets: dict[str, Target], concurrency: int, seconds: float, rounds: int
-) -> dict[str, tuple[Sample, float]]:
-    """Measure every target once per round, round after round, then merge each one's rounds."""
-    for target in targets.values():  # warm-up: JWKS fetched, caches filled, connections open
+    scenarios: dict[str, tuple[Target, Server]], concurrency: int, seconds: float, rounds: int
+) -> dict[str, Result]:
+    """Measure every scenario once per round, round after round, counting the CPU of the server
+    it hits; then merge each one's rounds."""
+    for target, _server in scenarios.values():  # warm-up: JWKS fetched, caches filled
         measure(target, concurrency, min(seconds, 0.5))
-    runs: dict[str, list[Sample]] = {name: [] for name in targets}
+    runs: dict[str, list[tuple[Sample, float]]] = {name: [] for name in scenarios}
     for _ in range(rounds):
-        for name, target in targets.items():
-            runs[name].append(measure(target, concurrency, seconds))
-    return {name: merged(samples) for name, samples in runs.items()}
+        for name, (target, server) in scenarios.items():
+            cpu_before = server_cpu_seconds(server)
+            sample = measure(target, concurrency, seconds)
+            runs[name].append((sample, server_cpu_seconds(server) - cpu_before))
+    results = {}
+    for name, measured in runs.items():
+        samples = [sample for sample, _cpu in measured]
+        total = Sample(
+            ok=sum(s.ok for s in samples),
+            errors=sum(s.errors for s in samples),
+            seconds=sum(s.seconds for s in samples),
+            latencies=[t for s in samples for t in s.latencies],
+        )
+        handled = max(1, total.ok + total.errors)
+        cpu = sum(cpu for _sample, cpu in measured) / handled
+        results[name] = Result(total, statistics.median(s.rps for s in samples), cpu)
+    return results
 
 
-def rate_row(group: str, name: str, sample: Sample, rps: float, **extra: str) -> Row:
+def rate_row(group: str, name: str, result: Result, **extra: str) -> Row:
+    sample = result.sample
     errors = f" ({sample.errors} errors)" if sample.errors else ""
-    return Row(group, name, f"{rps:,.0f} req/s{errors}", f"{sample.percentile_ms(50):.1f}",
+    return Row(group, name, f"{result.rps:,.0f} req/s{errors}", f"{sample.percentile_ms(50):.1f}",
                f"{sample.percentile_ms(99):.1f}", **extra)  # fmt: skip
 
 
+def met(value: float, goal: float, sense: str = ">=") -> str:
+    ok = value <= goal if sense == "<=" else value >= goal
+    return "met" if ok else "NOT met"
+
+
+def verifier_rows(args) -> list[Row]:
+    """Time per JWT verification in process: our verifier against a bare jwt.decode."""
+    costs = bench_verifier(args.verify_calls, args.verify_rounds)
+    ratio = costs.checked / costs.bare
+
+    def us(seconds: float) -> str:
+        return f"{seconds * 1e6:,.1f} µs per verify"
+
+    return [
+        Row("verifier", "bare jwt.decode, key preloaded (RS256-2048)", us(costs.bare),
+            ratio="1.00"),
+        Row("verifier", "M2MVerifier.verify, signature checked (memo off)", us(costs.checked),
+            ratio=f"{ratio:.2f}", goal=f"<= {VERIFIER_GOAL}: {met(ratio, VERIFIER_GOAL, '<=')}"),
+        Row("verifier", "M2MVerifier.verify, verified-token memo hit", us(costs.memo_hit),
+            ratio=f"{costs.memo_hit / costs.bare:.2f}"),
+    ]  # fmt: skip
+
+
 def receiver_rows(stack: Stack, tokens: dict[str, str], args) -> list[Row]:
-    plain, cached = stack.servers["receiver"].url, stack.servers["receiver_cached"].url
-    targets = {
-        "unprotected handler": Target(plain, "POST", UNPROTECTED_PATH, MESSAGE, JSON),
-        "JWT": Target(plain, "POST", "/receive", MESSAGE, bearer(tokens["jwt"])),
-        "opaque": Target(plain, "POST", "/receive", MESSAGE, bearer(tokens["opaque"])),
-        "opaque, verification cache on": Target(
-            cached, "POST", "/receive", MESSAGE, bearer(tokens["opaque"])
-        ),
+    plain, caches = stack.servers["receiver"], stack.servers["receiver_caches"]
+
+    def receive(server: Server, token: str) -> tuple[Target, Server]:
+        return Target(server.url, "POST", "/receive", MESSAGE, bearer(token)), server
+
+    scenarios = {
+        UNPROTECTED: (Target(plain.url, "POST", UNPROTECTED_PATH, MESSAGE, JSON), plain),
+        JWT_CHECKED: receive(plain, tokens["jwt"]),
+        JWT_MEMO: receive(caches, tokens["jwt"]),
+        OPAQUE: receive(plain, tokens["opaque"]),
+        OPAQUE_CACHED: receive(caches, tokens["opaque"]),
     }
-    results = interleaved(targets, args.concurrency, args.seconds, args.rounds)
-    base_rps = results["unprotected handler"][1]
+    results = interleaved(scenarios, args.concurrency, args.seconds, args.rounds)
+    base = results[UNPROTECTED]
     rows = []
-    for name, (sample, rps) in results.items():
-        ratio = rps / base_rps if base_rps else 0.0
+    for name, result in results.items():
+        ratio = result.rps / base.rps if base.rps else 0.0
+        cpu_ratio = base.cpu_per_request / result.cpu_per_request if result.cpu_per_request else 0
         goal = RATIO_GOALS.get(name)
-        verdict = f">= {goal:.2f}: {'met' if ratio >= goal else 'NOT met'}" if goal else "-"
-        rows.append(rate_row("receiver", name, sample, rps, ratio=f"{ratio:.2f}", goal=verdict))
+        verdict = (
+            f">= {goal:.2f}: {met(ratio, goal)} (CPU ratio: {met(cpu_ratio, goal)})"
+            if goal
+            else "-"
+        )
+        cpu = f"{result.cpu_per_request * 1e6:,.0f} ({cpu_ratio:.2f})"
+        rows.append(rate_row("receiver", name, result, cpu=cpu, ratio=f"{ratio:.2f}", goal=verdict))
     return rows
 
 
@@ -121,15 +199,21 @@ def issuer_rows(stack: Stack, tokens: dict[str, str], args) -> list[Row]:
         return Target(issuer, "POST", "/v1/m2m_tokens", body, bearer(seed.caller.secret_key), 201)
 
     verify_body = json.dumps({"token": tokens["opaque"]}).encode()
-    targets = {
-        "token creations, opaque": create("opaque"),
-        "token creations, JWT": create("jwt"),
-        "opaque verifications": Target(
-            issuer, "POST", "/v1/m2m_tokens/verify", verify_body, bearer(seed.receiver.secret_key)
+    server = stack.servers["issuer"]
+    scenarios = {
+        "token creations, opaque": (create("opaque"), server),
+        "token creations, JWT": (create("jwt"), server),
+        "opaque verifications": (
+            Target(issuer, "POST", "/v1/m2m_tokens/verify", verify_body,
+                   bearer(seed.receiver.secret_key)),
+            server,
         ),
-    }
-    results = interleaved(targets, args.concurrency, args.seconds, args.rounds)
-    return [rate_row("issuer", name, sample, rps) for name, (sample, rps) in results.items()]
+    }  # fmt: skip
+    results = interleaved(scenarios, args.concurrency, args.seconds, args.rounds)
+    return [
+        rate_row("issuer", name, result, cpu=f"{result.cpu_per_request * 1e6:,.0f}")
+        for name, result in results.items()
+    ]
 
 
 def usage_totals(stack: Stack) -> dict:
@@ -182,7 +266,7 @@ def cost_rows(stack: Stack, args) -> list[Row]:
         Row("cost", f"{label}, token reuse (caller /send)",
             f"{created:,} tokens created, {verified:,} opaque verifications{_errors(sample)}",
             f"{sample.percentile_ms(50):.1f}", f"{sample.percentile_ms(99):.1f}",
-            price(created, verified))
+            ratio=price(created, verified))
     ]  # fmt: skip
 
     mint = Target(issuer, "POST", "/v1/m2m_tokens",
@@ -216,7 +300,7 @@ def cost_rows(stack: Stack, args) -> list[Row]:
         Row("cost", f"10,000 sends, one token per send (Clerk's example){note}",
             f"{created * scale:,.0f} tokens created, {verified * scale:,.0f} opaque "
             f"verifications{_errors(sample)}", f"{sample.percentile_ms(50):.1f}",
-            f"{sample.percentile_ms(99):.1f}", price(created * scale, verified * scale))
+            f"{sample.percentile_ms(99):.1f}", ratio=price(created * scale, verified * scale))
     )  # fmt: skip
     return rows
 
@@ -226,56 +310,94 @@ def _errors(sample: Sample) -> str:
 
 
 def markdown(rows: list[Row], args, elapsed_s: float) -> str:
-    header = ["group", "measurement", "result", "p50 ms", "p99 ms",
-              "vs unprotected / est. cost", "goal"]  # fmt: skip
+    header = ["group", "measurement", "result", "p50 ms", "p99 ms", "server CPU µs/req (ratio)",
+              "ratio / est. cost", "goal"]  # fmt: skip
     lines = [
         "# Benchmark results",
         "",
-        f"Measured in one run on {platform.node() or 'this machine'} ({os.cpu_count()} CPUs, "
-        f"Python {platform.python_version()}), {time.strftime('%Y-%m-%d %H:%M')}, in "
-        f"{elapsed_s:.0f} s. Servers: gunicorn, {args.workers} sync workers per app, on "
-        "127.0.0.1. Load: one closed-loop generator process with "
-        f"{args.concurrency} concurrent requests, {args.rounds} interleaved round(s) of "
-        f"{args.seconds:g} s per scenario; req/s is the median of the rounds. The generator "
-        "shares the CPUs with the servers: compare the ratios; absolute numbers are this "
-        "machine's.",
+        f"Measured in one run{' (--quick: short rounds, noisier)' if args.quick else ''} on "
+        f"{platform.node() or 'this machine'} ({os.cpu_count()} CPUs, Python "
+        f"{platform.python_version()}), {time.strftime('%Y-%m-%d %H:%M')}, in {elapsed_s:.0f} s. "
+        f"Servers: gunicorn, {args.workers} sync workers per app, on 127.0.0.1. Load: one "
+        f"closed-loop generator process with {args.concurrency} concurrent requests, "
+        f"{args.rounds} interleaved round(s) of {args.seconds:g} s per scenario; req/s is the "
+        "median of the rounds. The generator shares the CPUs with the servers: compare the "
+        "ratios; absolute numbers are this machine's.",
+        "",
+        "Ratios: **verifier** rows are time per verification against the bare `jwt.decode` "
+        f"(median of {args.verify_rounds} interleaved rounds of {args.verify_calls:,} calls, in "
+        "process); **receiver** rows are req/s against the unprotected handler, the share of "
+        "throughput left after verification. Server CPU per request counts the receiver's (or "
+        "issuer's) own processes over the same rounds, and its ratio is the unprotected "
+        "handler's CPU per request over this row's: the capacity ratio on a machine of its own, "
+        "steadier than req/s when other work shares the cores (opaque rows exclude the "
+        "issuer's CPU). Goals are judged on the req/s ratio, the CPU ratio's verdict next to it.",
         "",
         "| " + " | ".join(header) + " |",
         "|" + "|".join("---" for _ in header) + "|",
     ]
     for row in rows:
-        cells = [row.group, row.measurement, row.value, row.p50, row.p99, row.ratio, row.goal]
+        cells = [row.group, row.measurement, row.value, row.p50, row.p99, row.cpu, row.ratio,
+                 row.goal]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
     lines += [
         "",
+        "JWT rows present the same token on every request, as a caller reusing its token does. "
+        "With `M2M_JWT_CACHE_SECONDS=0` every request checks the RS256 signature and claims; "
+        "with the memo (the receiver's default) only the first request in each worker does, and "
+        "the rest are a memo hit. The unprotected handler and both caches-off rows run on one "
+        "receiver; the memo and cached-opaque rows on a second, identical one with those caches "
+        "on.",
+        "",
         f"Prices: ${CREATION_PRICE} per token creation after {CREATION_FREE_PER_MONTH:,} free a "
-        f"month, ${OPAQUE_VERIFICATION_PRICE} per opaque verification after "
+        f"month, ${OPAQUE_VERIFICATION_PRICE:.5f} per opaque verification after "
         f"{OPAQUE_VERIFICATIONS_FREE_PER_MONTH:,} free; JWT verification is local and free. "
         "'After free tiers' treats the 10,000 sends as the month's only traffic. Opaque "
-        "verifications are the issuer's own usage counters; the caller's receiver runs with the "
-        "verification cache off.",
+        "verifications are the issuer's own usage counters; the caller's receiver runs with "
+        "both caches off.",
     ]
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="short rounds and fewer sends (about a minute), to check it works",
+    )
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers per app")
     parser.add_argument("--concurrency", type=int, default=8, help="requests in flight")
     parser.add_argument("--seconds", type=float, default=4.0, help="per scenario and round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--sends", type=int, default=10_000, help="caller sends, with reuse")
-    parser.add_argument("--clerk-sends", type=int, default=1_000,
-                        help="one-token-per-send sends (scaled to 10,000)")  # fmt: skip
+    parser.add_argument(
+        "--clerk-sends", type=int, default=1_000, help="one-token-per-send sends (scaled to 10,000)"
+    )
+    parser.add_argument(
+        "--verify-calls",
+        type=int,
+        default=2_000,
+        help="JWT verifications per timed round, in process",
+    )
+    parser.add_argument("--verify-rounds", type=int, default=7)
     parser.add_argument("--output", type=Path, default=REPO_ROOT / "bench-results.md")
     args = parser.parse_args(argv)
+    if args.quick:  # quick values, unless an option was given explicitly
+        for name, value in QUICK.items():
+            if getattr(args, name) == parser.get_default(name):
+                setattr(args, name, value)
+    return args  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     started = time.perf_counter()
+    print("bench: timing the JWT verifier in process...", file=sys.stderr, flush=True)
+    rows = verifier_rows(args)
     with tempfile.TemporaryDirectory(prefix="m2m-bench-") as tmp:
-        stack = Stack(Path(tmp), workers=args.workers,
-                      receiver_target="scripts.bench_apps:receiver_with_baseline()")  # fmt: skip
-        stack.servers["receiver_cached"] = stack.receiver_server(
-            {"M2M_VERIFY_CACHE_SECONDS": "300"}, "scripts.bench_apps:receiver_with_baseline()"
-        )
+        stack = Stack(Path(tmp), workers=args.workers, receiver_target=BENCH_APP)
+        stack.servers["receiver_caches"] = stack.receiver_server(CACHES_ON_ENV, BENCH_APP)
         with stack:
             issuer = IssuerClient(stack.servers["issuer"].url)
             tokens = {
@@ -283,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
                 for fmt in ("opaque", "jwt")
             }
             print("bench: measuring the receiver...", file=sys.stderr, flush=True)
-            rows = receiver_rows(stack, tokens, args)
+            rows += receiver_rows(stack, tokens, args)
             print("bench: measuring the issuer...", file=sys.stderr, flush=True)
             rows += issuer_rows(stack, tokens, args)
             print("bench: driving the caller for the cost figures...", file=sys.stderr, flush=True)

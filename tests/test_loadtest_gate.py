@@ -8,6 +8,7 @@ real Locust stats go through the gate in tests/test_loadtest_smoke.py.
 from __future__ import annotations
 
 import math
+import socket
 from dataclasses import dataclass, field
 
 import pytest
@@ -18,7 +19,15 @@ from loadtest.rotation_plan import (
     check_no_jwt_failures,
     planned_users,
 )
-from loadtest.settings import TargetRefused, check_targets, is_loopback_url
+from loadtest.settings import (
+    MAX_RUN_TIME_S,
+    MAX_USERS,
+    RunRefused,
+    TargetRefused,
+    check_run_bounds,
+    check_targets,
+    is_loopback_url,
+)
 
 
 @dataclass
@@ -124,24 +133,40 @@ def test_malformed_per_name_limits_are_refused_naming_the_option(text):
 )
 def test_loopback_targets_are_accepted(url):
     assert is_loopback_url(url)
-    check_targets({"issuer-url": url}, environ={})
+    check_targets({"issuer-url": url})
 
 
-def test_non_loopback_target_is_refused_unless_remote_is_opted_in():
-    with pytest.raises(TargetRefused, match="LOADTEST_ALLOW_REMOTE=1"):
-        check_targets({"receiver-url": "https://staging.example.com"}, environ={})
-    check_targets(
-        {"receiver-url": "https://staging.example.com"}, environ={"LOADTEST_ALLOW_REMOTE": "1"}
-    )
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://staging.example.com",
+        "http://10.1.2.3",
+        "http://[::ffff:10.0.0.1]",
+        "http://0.0.0.0",
+    ],
+)
+def test_non_loopback_target_is_refused_with_no_way_to_opt_in(url, monkeypatch):
+    monkeypatch.setenv("LOADTEST_ALLOW_REMOTE", "1")  # the old opt-in no longer means anything
+    with pytest.raises(TargetRefused, match="is not a loopback address"):
+        check_targets({"receiver-url": url})
 
 
 def test_a_name_that_resolves_somewhere_is_not_trusted_as_loopback():
     assert not is_loopback_url("http://127.0.0.1.nip.io:8780")
 
 
-def test_non_http_target_is_refused_even_with_remote_opt_in():
+def test_localhost_is_refused_when_it_resolves_to_a_non_loopback_address(monkeypatch):
+    def resolves_elsewhere(host, *_args, **_kwargs):
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("192.0.2.7", 0))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolves_elsewhere)
+    with pytest.raises(TargetRefused, match="is not a loopback address"):
+        check_targets({"issuer-url": "http://localhost:8780"})
+
+
+def test_non_http_target_is_refused():
     with pytest.raises(TargetRefused, match="not an http"):
-        check_targets({"caller-url": "ftp://127.0.0.1"}, environ={"LOADTEST_ALLOW_REMOTE": "1"})
+        check_targets({"caller-url": "ftp://127.0.0.1"})
 
 
 def test_rotation_plan_ramps_spikes_and_settles_within_the_peak():
@@ -163,3 +188,23 @@ def test_rotation_needs_successful_jwts_from_two_keys_and_no_jwt_failure():
     )
     both = Stats([fast("/receive (jwt start kid=k1)"), fast("/receive (jwt fresh kid=k2)")])
     assert check_both_keys_verified(both) is None and check_no_jwt_failures(both) is None
+
+
+def test_a_headless_run_within_the_caps_is_allowed():
+    check_run_bounds(headless=True, run_time_s=MAX_RUN_TIME_S, users=MAX_USERS)
+    check_run_bounds(headless=True, run_time_s=5, users=None)  # Locust's default: one user
+
+
+@pytest.mark.parametrize(
+    ("headless", "run_time_s", "users", "reason"),
+    [
+        (True, None, 5, "no run time"),
+        (True, 0, 5, "no run time"),
+        (True, MAX_RUN_TIME_S + 1, 5, "above the cap of 1800 s"),
+        (True, 60, MAX_USERS + 1, "above the cap of 200"),
+        (False, 60, 5, "web UI is not allowed"),
+    ],
+)
+def test_an_unbounded_run_or_the_web_ui_is_refused(headless, run_time_s, users, reason):
+    with pytest.raises(RunRefused, match=reason):
+        check_run_bounds(headless=headless, run_time_s=run_time_s, users=users)

@@ -10,12 +10,14 @@ from __future__ import annotations
 import csv
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
-from loadtest.stack import REPO_ROOT, Stack, clean_env
+from loadtest.stack import REPO_ROOT, Stack, clean_env, master_port_args
 
 pytestmark = [pytest.mark.e2e, pytest.mark.load]
 
@@ -45,6 +47,19 @@ def verdict_lines(result: subprocess.CompletedProcess) -> list[str]:
     return [line for line in result.stdout.splitlines() if line.startswith("LOADTEST ")]
 
 
+def output(result: subprocess.CompletedProcess) -> str:
+    """Locust's exit code and the end of its stdout and stderr, for an assertion message."""
+    return (f"exit code {result.returncode}\n--- stdout\n{result.stdout[-3000:]}"
+            f"\n--- stderr\n{result.stderr[-3000:]}")  # fmt: skip
+
+
+def one_verdict(result: subprocess.CompletedProcess) -> str:
+    """The single LOADTEST line; fails showing Locust's own output when there is not exactly one."""
+    lines = verdict_lines(result)
+    assert len(lines) == 1, f"expected one LOADTEST line, got {len(lines)}\n{output(result)}"
+    return lines[0]
+
+
 def stats_rows(report_dir: Path) -> dict[str, dict[str, str]]:
     with (report_dir / "locust_stats.csv").open() as f:
         return {row["Name"]: row for row in csv.DictReader(f)}
@@ -53,8 +68,8 @@ def stats_rows(report_dir: Path) -> dict[str, dict[str, str]]:
 def test_smoke_run_passes_the_gate_and_writes_csv_and_html_reports(stack, tmp_path):
     result = run_locust(stack, tmp_path, "-u", "5", "-r", "5", "-t", "5s")
 
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    [verdict] = verdict_lines(result)
+    assert result.returncode == 0, output(result)
+    verdict = one_verdict(result)
     assert verdict.startswith("LOADTEST PASS: ")
     rows = stats_rows(tmp_path)
     # Every user class ran, and every request, expected 401s included, counted as a success.
@@ -69,13 +84,16 @@ def test_smoke_run_passes_the_gate_and_writes_csv_and_html_reports(stack, tmp_pa
 
 
 def test_impossible_threshold_fails_the_gate_once_in_distributed_mode(stack, tmp_path):
+    # Its own master port: on Locust's default port a concurrent distributed run (another test
+    # session on the machine) made this master exit 1 with no verdict. 6 s leaves the workers
+    # time to prepare tokens and send requests even on busy cores.
     result = run_locust(
-        stack, tmp_path, "-u", "4", "-r", "4", "-t", "4s", "--processes", "2",
-        env={"LOADTEST_P95_MS": "0.001"},
+        stack, tmp_path, "-u", "4", "-r", "4", "-t", "6s", "--processes", "2",
+        *master_port_args(), env={"LOADTEST_P95_MS": "0.001"},
     )  # fmt: skip
 
-    assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-3000:]
-    [verdict] = verdict_lines(result)  # the master judges; the two workers stay silent
+    assert result.returncode == 1, output(result)
+    verdict = one_verdict(result)  # the master judges; the two workers stay silent
     assert verdict.startswith("LOADTEST FAIL: ")
     assert "ms > 0.001 ms" in verdict
     assert (tmp_path / "locust_stats.csv").exists() and (tmp_path / "report.html").exists()
@@ -87,12 +105,20 @@ def test_signing_key_rotation_mid_run_fails_no_jwt_verification(stack, tmp_path)
         "--jwt-refresh-s", "1", files=f"{LOCUSTFILE},{ROTATION_SHAPE}",
     )  # fmt: skip
 
-    [verdict] = verdict_lines(result)
-    assert result.returncode == 0 and verdict.startswith("LOADTEST PASS: "), verdict
+    verdict = one_verdict(result)
+    assert result.returncode == 0 and verdict.startswith("LOADTEST PASS: "), output(result)
     rows = stats_rows(tmp_path)
     assert rows["/v1/jwks/rotate (signing key rotation)"]["Failure Count"] == "0"
     kids = {name.rpartition("kid=")[2] for name in rows if name.startswith("/receive (jwt ")}
     assert len(kids) == 2  # tokens from the old and the new key were both verified
+
+
+def test_the_stack_receiver_checks_every_jwt_signature(stack):
+    """The verified-token memo is off in the running receiver, so the rotation run's old-key
+    tokens are verified against the published keys on every request, not served from memory."""
+    receiver = psutil.Process(stack.servers["receiver"].process.pid)  # gunicorn's master
+    for process in [receiver, *receiver.children()]:
+        assert process.environ().get("M2M_JWT_CACHE_SECONDS") == "0"
 
 
 def test_a_non_loopback_target_is_refused_before_any_traffic(stack, tmp_path):
@@ -105,3 +131,59 @@ def test_a_non_loopback_target_is_refused_before_any_traffic(stack, tmp_path):
     assert not verdict_lines(result)
     sent = stats_rows(tmp_path) if (tmp_path / "locust_stats.csv").exists() else {}
     assert all(row["Request Count"] == "0" for row in sent.values())
+
+
+@pytest.mark.parametrize(
+    ("args", "reason"),
+    [
+        (["--headless", "-u", "2", "OpaqueVerifyUser"], "no run time: give -t/--run-time"),
+        (["--headless", "-u", "2", "-t", "31m"], "above the cap of 1800 s"),
+        (["--headless", "-u", "201", "-t", "10s"], "201 users is above the cap of 200"),
+        (["-u", "2", "-t", "10s"], "the web UI is not allowed"),
+    ],
+    ids=["no-run-time", "run-time-over-cap", "users-over-cap", "web-ui"],
+)
+def test_an_unbounded_direct_locust_run_is_refused_with_one_line(args, reason):
+    """`locust -f loadtest/locustfile.py ...` without the config file: exit 2 before any traffic."""
+    nowhere = "http://127.0.0.1:9"  # the discard port: nothing answers even if the guard failed
+    env = {**clean_env(), "LOADTEST_CALLER_SECRET_KEY": "ak_unused", "LOADTEST_ISSUER_URL": nowhere,
+           "LOADTEST_RECEIVER_URL": nowhere, "LOADTEST_CALLER_URL": nowhere}  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "locust", "-f", LOCUSTFILE, *args],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+
+    assert result.returncode == 2, output(result)
+    refusals = [line for line in result.stderr.splitlines() if line.startswith("loadtest: ")]
+    assert len(refusals) == 1 and reason in refusals[0], output(result)
+    assert not verdict_lines(result)
+
+
+def test_a_refused_distributed_run_leaves_no_worker_behind(tmp_path):
+    """With --processes the workers are forked before the master refuses; they must not linger
+    (Locust's parent leaves them retrying to connect for 5 minutes)."""
+    port_args = master_port_args()  # its unique port also names this run's processes below
+    result = subprocess.run(
+        [sys.executable, "-m", "locust", "-f", LOCUSTFILE, "--headless", "-u", "2",
+         "--processes", "2", *port_args],
+        cwd=REPO_ROOT, env={**clean_env(), "LOADTEST_CALLER_SECRET_KEY": "ak_unused"},
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+
+    assert result.returncode == 2 and "no run time" in result.stderr, output(result)
+    marker = " ".join(port_args[-2:])
+
+    def leftovers() -> list[psutil.Process]:
+        found = []
+        for process in psutil.process_iter(["cmdline"]):
+            if marker in " ".join(process.info["cmdline"] or []):
+                found.append(process)
+        return found
+
+    deadline = time.monotonic() + 5
+    while leftovers() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    stragglers = leftovers()
+    for process in stragglers:  # never leave them running, even when the test fails
+        process.kill()
+    assert not stragglers, output(result)

@@ -40,10 +40,9 @@ loadtest-long: $(STAMP)
 	$(PY) -m loadtest.stack distributed
 	$(PY) -m loadtest.stack long
 
-# The receiver verifier benchmark (issue: verifier cost and protection ratios), then the one
-# table of receiver, issuer and cost figures measured in one run, written to bench-results.md.
+# The one benchmark: verifier cost, receiver and issuer throughput, and the cost of token
+# reuse, measured in one run, printed as one table and written to bench-results.md.
 bench: $(STAMP)
-	$(PY) scripts/bench_receiver.py
 	$(PY) scripts/bench.py
 
 # The demo without waiting for Ctrl-C: exits 0 only if both calls succeeded.

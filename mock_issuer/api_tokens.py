@@ -50,6 +50,7 @@ def create_token() -> Any:
         caller.machine_id,
         caller.key,
         issuer_url=_issuer_url(),
+        instance_secret_key=current_app.config["CLERK_SECRET_KEY"],
         fmt=token_format,
         seconds_until_expiration=seconds,
         claims=data.get("claims"),

@@ -7,6 +7,8 @@ scope and stamps `last_used_at` in the same statement.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import os
 import sqlite3
@@ -25,6 +27,7 @@ from .errors import ClerkError, invalid_param, not_found
 M2M_JWT_CATEGORY = "cl_B7d4PD333AAA"
 RESERVED_CLAIMS = frozenset({"iss", "sub", "aud", "exp", "nbf", "iat", "jti", "scopes", "azp"})
 MAX_TOKEN_LENGTH = 8192
+_WRAP_INFO = b"mock_issuer token reuse"
 
 
 @dataclass
@@ -95,21 +98,29 @@ def _canonical(value: Any) -> str:
 # ---- reuse (min_remaining_ttl_seconds) ----
 
 
-def _wrap_key(machine_secret_key: str) -> AESGCM:
-    """Key that wraps a machine's reusable tokens, derived from that machine's secret key:
-    only a request carrying the key can unwrap, and a key rotation ends reuse of old tokens."""
-    hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"mock_issuer token reuse")
+def _wrap_key(machine_secret_key: str, instance_secret_key: str) -> AESGCM:
+    """Key that wraps a machine's reusable tokens: HKDF of the machine's secret key, salted
+    with an HMAC of the instance secret key. The machine key sits in the database, the
+    instance key does not (it comes from the environment), so the database file alone
+    cannot unwrap a copy. Rotating the machine key, or changing CLERK_SECRET_KEY, ends
+    reuse of earlier tokens (later creates just mint anew)."""
+    salt = hmac.new(instance_secret_key.encode("utf-8"), _WRAP_INFO, hashlib.sha256).digest()
+    hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=salt, info=_WRAP_INFO)
     return AESGCM(hkdf.derive(machine_secret_key.encode("utf-8")))
 
 
-def _wrap(machine_secret_key: str, token_id: str, secret: str) -> bytes:
+def _wrap(machine_secret_key: str, instance_secret_key: str, token_id: str, secret: str) -> bytes:
     nonce = os.urandom(12)
-    return nonce + _wrap_key(machine_secret_key).encrypt(nonce, secret.encode(), token_id.encode())
+    key = _wrap_key(machine_secret_key, instance_secret_key)
+    return nonce + key.encrypt(nonce, secret.encode(), token_id.encode())
 
 
-def _unwrap(machine_secret_key: str, token_id: str, wrapped: bytes) -> str | None:
+def _unwrap(
+    machine_secret_key: str, instance_secret_key: str, token_id: str, wrapped: bytes
+) -> str | None:
+    key = _wrap_key(machine_secret_key, instance_secret_key)
     try:
-        plain = _wrap_key(machine_secret_key).decrypt(wrapped[:12], wrapped[12:], token_id.encode())
+        plain = key.decrypt(wrapped[:12], wrapped[12:], token_id.encode())
     except InvalidTag:
         return None
     return plain.decode()
@@ -119,6 +130,7 @@ def _find_reusable(
     conn: sqlite3.Connection,
     machine_id: str,
     machine_secret_key: str,
+    instance_secret_key: str,
     claims_json: str,
     scopes_json: str,
     min_remaining_ms: int,
@@ -131,7 +143,7 @@ def _find_reusable(
         (machine_id, now + min_remaining_ms, claims_json, scopes_json),
     ).fetchall()
     for row in rows:
-        secret = _unwrap(machine_secret_key, row["id"], row["wrapped"])
+        secret = _unwrap(machine_secret_key, instance_secret_key, row["id"], row["wrapped"])
         if secret is not None:
             return CreatedToken(_row_to_token(row), secret, reused=True)
     return None
@@ -146,6 +158,7 @@ def create_token(
     machine_secret_key: str,
     *,
     issuer_url: str,
+    instance_secret_key: str,
     fmt: str = "opaque",
     seconds_until_expiration: float | None = None,
     claims: Any = None,
@@ -153,7 +166,8 @@ def create_token(
 ) -> CreatedToken:
     """Mint a token for `machine_id` (authenticated by `machine_secret_key`); scopes are a
     snapshot of the machine's scoped machines. With `min_remaining_ttl_seconds` (opaque only),
-    a live token with the same claims and scopes and enough lifetime left is returned instead."""
+    a live token with the same claims and scopes and enough lifetime left is returned instead;
+    `instance_secret_key` (CLERK_SECRET_KEY) keys the encrypted copy such a token keeps."""
     machine = machines.get_machine(conn, machine_id)
     lifetime = (
         seconds_until_expiration
@@ -174,7 +188,13 @@ def create_token(
     if fmt == "jwt":
         return _create_jwt(conn, machine_id, lifetime, claims, issuer_url)
     return _create_opaque(
-        conn, machine_id, machine_secret_key, lifetime, claims, min_remaining_ttl_seconds
+        conn,
+        machine_id,
+        machine_secret_key,
+        instance_secret_key,
+        lifetime,
+        claims,
+        min_remaining_ttl_seconds,
     )
 
 
@@ -182,6 +202,7 @@ def _create_opaque(
     conn: sqlite3.Connection,
     machine_id: str,
     machine_secret_key: str,
+    instance_secret_key: str,
     lifetime: float,
     claims: Any,
     min_remaining_ttl_seconds: int | None,
@@ -190,7 +211,7 @@ def _create_opaque(
     token_hash = ids.secret_hash(secret)
     # Only a token minted for reuse keeps a copy (encrypted): every other one is a hash alone.
     wrapped = (
-        _wrap(machine_secret_key, token_id, secret)
+        _wrap(machine_secret_key, instance_secret_key, token_id, secret)
         if min_remaining_ttl_seconds is not None
         else None
     )
@@ -204,6 +225,7 @@ def _create_opaque(
                 conn,
                 machine_id,
                 machine_secret_key,
+                instance_secret_key,
                 claims_json,
                 scopes_json,
                 min_remaining_ttl_seconds * 1000,

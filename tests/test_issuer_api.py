@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,7 +12,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from mock_issuer import create_app, db
+from mock_issuer import create_app, db, tokens
 from tests.conftest import CALLER, OUTSIDER, RECEIVER, TEST_SECRET_KEY, test_seed
 
 ISSUER_URL = "http://127.0.0.1:8799"
@@ -188,6 +189,62 @@ def test_tokens_not_minted_for_reuse_are_stored_as_a_hash_alone(app, client):
     assert rows[reusable["id"]]["wrapped"] is not None
     stored = " ".join(str(value) for row in rows.values() for value in tuple(row))
     assert plain["token"] not in stored and reusable["token"] not in stored
+
+
+def _database_alone_unwrap(db_path: str, token_id: str) -> str | None:
+    """What someone holding only the database file (and this source) can try: derive the
+    wrapping key from the machine key stored next to the copy."""
+    from cryptography.exceptions import InvalidTag
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    wrapped, ak_key = conn.execute(
+        "SELECT t.wrapped, m.secret_key FROM m2m_tokens t JOIN machines m ON m.id = t.subject"
+        " WHERE t.id = ?",
+        (token_id,),
+    ).fetchone()
+    conn.close()
+    hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"mock_issuer token reuse")
+    try:
+        plain = AESGCM(hkdf.derive(ak_key.encode())).decrypt(
+            wrapped[:12], wrapped[12:], token_id.encode()
+        )
+    except InvalidTag:
+        return None
+    return plain.decode()
+
+
+def test_reusable_token_copy_cannot_be_decrypted_from_the_database_alone(app, client):
+    machine = new_machine(client, "wrapped-copy", scoped_machines=[RECEIVER.id])
+    token = mint(client, machine["secret_key"], min_remaining_ttl_seconds=10)
+    db_path = app.config["MOCK_ISSUER_DB"]
+    assert _database_alone_unwrap(db_path, token["id"]) is None
+    wrapped = (
+        db.connect(db_path)
+        .execute("SELECT wrapped FROM m2m_tokens WHERE id = ?", (token["id"],))
+        .fetchone()[0]
+    )
+    assert (
+        tokens._unwrap(machine["secret_key"], "sk_test_" + "0" * 32, token["id"], wrapped) is None
+    )
+    assert (
+        tokens._unwrap(machine["secret_key"], TEST_SECRET_KEY, token["id"], wrapped)
+        == (token["token"])
+    )
+
+
+def test_changing_the_instance_secret_key_ends_reuse_of_earlier_tokens(tmp_path):
+    first_app = make_app(tmp_path)
+    first = mint(first_app.test_client(), min_remaining_ttl_seconds=10)
+    other_key = "sk_test_" + "7" * 32
+    second_app = create_app({**first_app.config, "CLERK_SECRET_KEY": other_key})
+    resp = second_app.test_client().post(
+        "/v1/m2m_tokens", json={"min_remaining_ttl_seconds": 10}, headers=bearer(CALLER.secret_key)
+    )
+    assert resp.status_code == 201 and resp.json["id"] != first["id"]  # minted anew
+    assert verify(first_app.test_client(), first["token"]).status_code == 200  # still valid
 
 
 def test_min_remaining_ttl_not_less_than_lifetime_is_400(client):

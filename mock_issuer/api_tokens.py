@@ -33,7 +33,7 @@ def _issuer_url() -> str:
 def create_token() -> Any:
     caller = require_machine()
     data = json_body(CREATE_FIELDS, required=False)
-    token_format = data.get("token_format") or "opaque"
+    token_format = "opaque" if data.get("token_format") is None else data["token_format"]
     if token_format not in ("opaque", "jwt"):
         raise invalid_param("token_format", "must be 'opaque' or 'jwt'")
     seconds = data.get("seconds_until_expiration")

@@ -505,6 +505,30 @@ def test_machine_list_paging_query_and_order(client):
     assert_clerk_error(resp, 422, "form_param_value_invalid")
 
 
+@pytest.mark.parametrize("value", ["", 0, False, [], {}, "JWT", None])
+def test_token_format_other_than_opaque_jwt_or_null_is_422_naming_it(client, value):
+    resp = client.post(
+        "/v1/m2m_tokens", json={"token_format": value}, headers=bearer(CALLER.secret_key)
+    )
+    if value is None:  # null means the default, as absent does
+        assert resp.status_code == 201 and resp.json["token"].startswith("mt_")
+        return
+    err = assert_clerk_error(resp, 422, "form_param_value_invalid")
+    assert err["meta"]["param_name"] == "token_format"
+
+
+@pytest.mark.parametrize("value", [{}, 0, False, "", [5], [None], None, []])
+def test_scoped_machines_must_be_a_list_of_ids_or_null(client, value):
+    resp = client.post(
+        "/v1/machines", json={"name": "scoped-type", "scoped_machines": value}, headers=SK
+    )
+    if value is None or value == []:
+        assert resp.status_code == 200 and resp.json["scoped_machines"] == []
+        return
+    err = assert_clerk_error(resp, 422, "form_param_value_invalid")
+    assert err["meta"]["param_name"] == "scoped_machines"
+
+
 def test_machine_routes_require_the_instance_key(client):
     for method, path in [
         ("get", "/v1/machines"),

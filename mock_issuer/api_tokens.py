@@ -13,7 +13,7 @@ from .db_access import get_conn
 from .errors import invalid_param, machine_not_found, missing_param, not_found
 from .requests_util import (
     as_int,
-    as_positive_number,
+    as_number,
     as_str,
     json_body,
     query_bool,
@@ -38,7 +38,9 @@ def create_token() -> Any:
         raise invalid_param("token_format", "must be 'opaque' or 'jwt'")
     seconds = data.get("seconds_until_expiration")
     if seconds is not None:
-        seconds = as_positive_number("seconds_until_expiration", seconds, machines.MAX_TOKEN_TTL)
+        seconds = as_number(
+            "seconds_until_expiration", seconds, tokens.MIN_LIFETIME_SECONDS, machines.MAX_TOKEN_TTL
+        )
     min_remaining = data.get("min_remaining_ttl_seconds")
     if min_remaining is not None:
         min_remaining = as_int(

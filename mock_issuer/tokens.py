@@ -27,6 +27,10 @@ from .errors import ClerkError, invalid_param, not_found
 M2M_JWT_CATEGORY = "cl_B7d4PD333AAA"
 RESERVED_CLAIMS = frozenset({"iss", "sub", "aud", "exp", "nbf", "iat", "jti", "scopes", "azp"})
 MAX_TOKEN_LENGTH = 8192
+# A token must live long enough to be verified at least once: under a second it was minted
+# already expired (201 with `expired: true`, then 404 on verify). Machine default TTLs are
+# whole seconds >= 1 already; this is the floor for seconds_until_expiration.
+MIN_LIFETIME_SECONDS = 1
 _WRAP_INFO = b"mock_issuer token reuse"
 
 

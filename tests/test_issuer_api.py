@@ -64,6 +64,12 @@ def verify(client: FlaskClient, token: str, key: str = RECEIVER.secret_key, fiel
     return client.post("/m2m_tokens/verify", json={field: token}, headers=bearer(key))
 
 
+def advance_clock(monkeypatch, seconds: float) -> None:
+    """Move the issuer's clock forward (it runs in this process), so expiry needs no sleep."""
+    real_now_ms = db.now_ms
+    monkeypatch.setattr(db, "now_ms", lambda: real_now_ms() + round(seconds * 1000))
+
+
 def assert_clerk_error(resp, status: int, code: str) -> dict:
     assert resp.status_code == status, resp.data
     assert resp.headers["Content-Type"] == "application/json"
@@ -130,6 +136,25 @@ def test_scopes_are_a_snapshot_at_creation(client):
     assert resp.status_code == 200
     assert verify(client, token["token"]).status_code == 200
     assert mint(client, sender["secret_key"])["scopes"] == []
+
+
+@pytest.mark.parametrize("seconds", [0.0001, 0.5, 0.999])
+@pytest.mark.parametrize("token_format", ["opaque", "jwt"])
+def test_lifetime_under_one_second_is_422_naming_the_field(client, seconds, token_format):
+    resp = client.post(
+        "/v1/m2m_tokens",
+        json={"seconds_until_expiration": seconds, "token_format": token_format},
+        headers=bearer(CALLER.secret_key),
+    )
+    err = assert_clerk_error(resp, 422, "form_param_value_invalid")
+    assert err["meta"]["param_name"] == "seconds_until_expiration"
+
+
+def test_one_second_token_verifies_when_minted(client):
+    for token_format in ("opaque", "jwt"):
+        token = mint(client, seconds_until_expiration=1.0, token_format=token_format)
+        assert token["expired"] is False
+        assert verify(client, token["token"]).status_code == 200
 
 
 def test_claims_are_returned_and_kept(client):
@@ -309,9 +334,9 @@ def test_unknown_token_is_404(client):
     assert_clerk_error(verify(client, "garbage"), 404, "resource_not_found")
 
 
-def test_expired_token_is_rejected_with_404(client):
-    token = mint(client, seconds_until_expiration=0.05)
-    time.sleep(0.1)
+def test_expired_token_is_rejected_with_404(client, monkeypatch):
+    token = mint(client, seconds_until_expiration=1)
+    advance_clock(monkeypatch, 1.01)
     assert_clerk_error(verify(client, token["token"]), 404, "resource_not_found")
 
 
@@ -369,15 +394,15 @@ def test_list_is_newest_first_with_paging_and_floats(client):
     assert [t["id"] for t in resp.json["m2m_tokens"]] == [ids[0]]
 
 
-def test_list_filters_revoked_and_expired_unless_asked(client):
+def test_list_filters_revoked_and_expired_unless_asked(client, monkeypatch):
     machine = new_machine(client, "filterer")
     key = machine["secret_key"]
     live = mint(client, key)["id"]
     revoked = mint(client, key)["id"]
     client.post(f"/v1/m2m_tokens/{revoked}/revoke", json={}, headers=bearer(key))
-    expired = mint(client, key, seconds_until_expiration=0.01)["id"]
+    expired = mint(client, key, seconds_until_expiration=1)["id"]
     mint(client, key, token_format="jwt")
-    time.sleep(0.05)
+    advance_clock(monkeypatch, 1.01)
 
     def listed(query: str) -> set[str]:
         resp = client.get(f"/v1/m2m_tokens?subject={machine['id']}{query}", headers=SK)

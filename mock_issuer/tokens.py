@@ -26,7 +26,8 @@ from .errors import ClerkError, invalid_param, not_found
 
 M2M_JWT_CATEGORY = "cl_B7d4PD333AAA"
 RESERVED_CLAIMS = frozenset({"iss", "sub", "aud", "exp", "nbf", "iat", "jti", "scopes", "azp"})
-MAX_TOKEN_LENGTH = 8192
+MAX_TOKEN_LENGTH = 8192  # longest token the verify route (and our receiver) accepts
+MAX_CLAIMS_BYTES = 4096  # serialized claims, so a JWT carrying them stays under the above
 # A token must live long enough to be verified at least once: under a second it was minted
 # already expired (201 with `expired: true`, then 404 on verify). Machine default TTLs are
 # whole seconds >= 1 already; this is the floor for seconds_until_expiration.
@@ -173,6 +174,8 @@ def create_token(
     a live token with the same claims and scopes and enough lifetime left is returned instead;
     `instance_secret_key` (CLERK_SECRET_KEY) keys the encrypted copy such a token keeps."""
     machine = machines.get_machine(conn, machine_id)
+    if len(_canonical(claims)) > MAX_CLAIMS_BYTES:  # ASCII: non-ASCII is escaped
+        raise invalid_param("claims", f"must serialize to at most {MAX_CLAIMS_BYTES} bytes of JSON")
     lifetime = (
         seconds_until_expiration
         if seconds_until_expiration is not None
@@ -288,6 +291,13 @@ def _create_jwt(
         algorithm="RS256",
         headers={"kid": key.kid, "typ": "JWT", "cat": M2M_JWT_CATEGORY},
     )
+    if len(secret) > MAX_TOKEN_LENGTH:  # never mint a token that verifiers refuse unread
+        raise invalid_param(
+            "claims" if claims else "token_format",
+            f"the JWT would be {len(secret)} characters, over the {MAX_TOKEN_LENGTH} verifiers"
+            f" accept ({len(scopes)} scopes, claims included): send smaller claims, or use"
+            " opaque tokens",
+        )
     with db.write(conn):
         conn.execute(
             "INSERT INTO jwt_issued (id, subject, kid, expiration) VALUES (?, ?, ?, ?)",

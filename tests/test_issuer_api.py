@@ -157,6 +157,35 @@ def test_one_second_token_verifies_when_minted(client):
         assert verify(client, token["token"]).status_code == 200
 
 
+@pytest.mark.parametrize("token_format", ["opaque", "jwt"])
+def test_claims_over_4_kib_are_422_naming_claims(client, token_format):
+    resp = client.post(
+        "/v1/m2m_tokens",
+        json={"token_format": token_format, "claims": {"blob": "x" * 7000}},
+        headers=bearer(CALLER.secret_key),
+    )
+    err = assert_clerk_error(resp, 422, "form_param_value_invalid")
+    assert err["meta"]["param_name"] == "claims"
+
+
+def test_largest_claims_accepted_still_give_a_jwt_we_verify(client):
+    blob = "x" * (tokens.MAX_CLAIMS_BYTES - len('{"blob":""}'))
+    token = mint(client, token_format="jwt", claims={"blob": blob})
+    assert len(token["token"]) <= tokens.MAX_TOKEN_LENGTH
+    assert verify(client, token["token"]).json["claims"] == {"blob": blob}
+
+
+def test_jwt_that_would_exceed_8_kib_through_its_scopes_is_422_not_minted(client):
+    targets = [new_machine(client, f"fan-out-{i}")["id"] for i in range(120)]
+    sender = new_machine(client, "fan-out", scoped_machines=targets)
+    resp = client.post(
+        "/v1/m2m_tokens", json={"token_format": "jwt"}, headers=bearer(sender["secret_key"])
+    )
+    err = assert_clerk_error(resp, 422, "form_param_value_invalid")
+    assert err["meta"]["param_name"] == "token_format"
+    assert len(mint(client, sender["secret_key"])["scopes"]) == 120  # opaque has no such limit
+
+
 def test_claims_are_returned_and_kept(client):
     token = mint(client, claims={"role": "reporter", "n": [1, 2]})
     assert token["claims"] == {"role": "reporter", "n": [1, 2]}

@@ -65,6 +65,11 @@ CREATE TABLE IF NOT EXISTS m2m_tokens (
     wrapped BLOB
 );
 CREATE INDEX IF NOT EXISTS m2m_tokens_subject ON m2m_tokens (subject, created_at);
+-- The reuse lookup (min_remaining_ttl_seconds): equality on subject, claims and scopes, then a
+-- range on expiration, over reusable live tokens only; without it the lookup read every token
+-- the machine ever minted while holding the write lock.
+CREATE INDEX IF NOT EXISTS m2m_tokens_reusable ON m2m_tokens (subject, claims, scopes, expiration)
+    WHERE wrapped IS NOT NULL AND revoked = 0;
 -- JWT-format tokens are not stored as tokens; this bookkeeping row says which key signed
 -- which token id until when (signing-key retention, and a clear 400 on revoke).
 CREATE TABLE IF NOT EXISTS jwt_issued (

@@ -301,6 +301,20 @@ def test_changing_the_instance_secret_key_ends_reuse_of_earlier_tokens(tmp_path)
     assert verify(first_app.test_client(), first["token"]).status_code == 200  # still valid
 
 
+def test_reuse_lookup_reads_the_partial_index_not_every_token_of_the_machine(app):
+    plan = " ".join(
+        row[3]
+        for row in db.connect(app.config["MOCK_ISSUER_DB"]).execute(
+            "EXPLAIN QUERY PLAN SELECT * FROM m2m_tokens WHERE subject = ? AND revoked = 0"
+            " AND expiration > ? AND claims = ? AND scopes = ? AND wrapped IS NOT NULL"
+            " ORDER BY expiration DESC LIMIT 5",
+            (CALLER.id, 0, "null", "[]"),
+        )
+    )
+    assert "USING INDEX m2m_tokens_reusable" in plan
+    assert "subject=? AND claims=? AND scopes=? AND expiration>?" in plan
+
+
 def test_min_remaining_ttl_not_less_than_lifetime_is_400(client):
     resp = client.post(
         "/v1/m2m_tokens",

@@ -70,8 +70,12 @@ CREATE INDEX IF NOT EXISTS m2m_tokens_subject ON m2m_tokens (subject, created_at
 -- the machine ever minted while holding the write lock.
 CREATE INDEX IF NOT EXISTS m2m_tokens_reusable ON m2m_tokens (subject, claims, scopes, expiration)
     WHERE wrapped IS NOT NULL AND revoked = 0;
+-- Retention (retention.py): expired tokens by expiry, revoked ones by revocation time.
+CREATE INDEX IF NOT EXISTS m2m_tokens_expiration ON m2m_tokens (expiration);
+CREATE INDEX IF NOT EXISTS m2m_tokens_revoked ON m2m_tokens (updated_at) WHERE revoked = 1;
 -- JWT-format tokens are not stored as tokens; this bookkeeping row says which key signed
--- which token id until when (signing-key retention, and a clear 400 on revoke).
+-- which token id until when (signing-key retention, and a clear 400 on revoke while the JWT
+-- lives). Deleted once the JWT has expired (retention.py).
 CREATE TABLE IF NOT EXISTS jwt_issued (
     id TEXT PRIMARY KEY,
     subject TEXT NOT NULL,
@@ -79,6 +83,7 @@ CREATE TABLE IF NOT EXISTS jwt_issued (
     expiration INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS jwt_issued_kid ON jwt_issued (kid, expiration);
+CREATE INDEX IF NOT EXISTS jwt_issued_expiration ON jwt_issued (expiration);
 CREATE TABLE IF NOT EXISTS signing_keys (
     kid TEXT PRIMARY KEY,
     private_pem TEXT NOT NULL,

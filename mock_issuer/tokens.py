@@ -463,8 +463,11 @@ def revoke_token(
         row = conn.execute("SELECT subject, revoked FROM m2m_tokens WHERE id = ?", (token_id,))
         row = row.fetchone()
         if row is None:
+            # A JWT that has expired is past revoking or using: like an unknown token (404),
+            # whether or not retention has deleted its row yet.
             issued = conn.execute(
-                "SELECT subject FROM jwt_issued WHERE id = ?", (token_id,)
+                "SELECT subject FROM jwt_issued WHERE id = ? AND expiration > ?",
+                (token_id, db.now_ms()),
             ).fetchone()
             if issued is not None and owner_machine_id in (None, issued[0]):
                 raise ClerkError(

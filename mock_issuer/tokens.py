@@ -47,7 +47,6 @@ class M2MToken:
     last_used_at: int | None
     created_at: int
     updated_at: int
-    fmt: str = "opaque"
 
     @property
     def expired(self) -> bool:
@@ -78,7 +77,6 @@ class M2MToken:
 class CreatedToken:
     token: M2MToken
     secret: str
-    reused: bool = False
 
 
 def _row_to_token(row: sqlite3.Row) -> M2MToken:
@@ -150,7 +148,7 @@ def _find_reusable(
     for row in rows:
         secret = _unwrap(machine_secret_key, instance_secret_key, row["id"], row["wrapped"])
         if secret is not None:
-            return CreatedToken(_row_to_token(row), secret, reused=True)
+            return CreatedToken(_row_to_token(row), secret)
     return None
 
 
@@ -304,9 +302,7 @@ def _create_jwt(
             (token_id, machine_id, key.kid, exp * 1000),
         )
         usage.record(conn, "create", "jwt", machine_id, ts=now)
-    token = M2MToken(
-        token_id, machine_id, claims, scopes, False, None, exp * 1000, None, now, now, "jwt"
-    )
+    token = M2MToken(token_id, machine_id, claims, scopes, False, None, exp * 1000, None, now, now)
     return CreatedToken(token, secret)
 
 
@@ -380,7 +376,6 @@ def _verify_jwt(
         last_used_at=None,
         created_at=iat_ms,
         updated_at=iat_ms,
-        fmt="jwt",
     )
 
 

@@ -179,10 +179,18 @@ def insert_machine(
     )
 
 
+def _refuse_self_scope(from_id: str, to_id: str, param: str) -> None:
+    """Clerk documents no rule here (ours): a machine calling itself needs no token, and a
+    scope to itself would only put its own id in its tokens' audience."""
+    if from_id == to_id:
+        raise invalid_param(param, "a machine cannot be scoped to itself")
+
+
 def insert_scopes(conn: sqlite3.Connection, from_id: str, to_ids: list[str], now: int) -> None:
     """Let `from_id` send to each of `to_ids` (existing edges are kept); call inside a write
     transaction."""
     for to_id in to_ids:
+        _refuse_self_scope(from_id, to_id, "scoped_machines")
         if not ids.is_machine_id(to_id) or not machine_exists(conn, to_id):
             raise machine_not_found(to_id)
         conn.execute(
@@ -301,6 +309,7 @@ def add_scope(conn: sqlite3.Connection, from_id: str, to_id: str) -> Scope:
     """Let `from_id` send to `to_id`; 409 if it already may."""
     if not ids.is_machine_id(from_id):
         raise machine_not_found(from_id)
+    _refuse_self_scope(from_id, to_id, "to_machine_id")
     now = db.now_ms()
     with db.write(conn):
         if not machine_exists(conn, from_id):

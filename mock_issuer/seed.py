@@ -58,6 +58,10 @@ def _check_entry(file: Path, entry: Any) -> None:
     scoped = entry.get("scoped_machines", [])
     if not isinstance(scoped, list) or not all(isinstance(s, str) for s in scoped):
         raise SeedError(f"{file}: scoped_machines of {entry['name']!r} must be a list of ids")
+    if entry["name"] in scoped or entry.get("id") in scoped:
+        raise SeedError(
+            f"{file}: {entry['name']!r} scopes itself: a machine needs no scope to itself"
+        )
 
 
 def apply_seed(conn: sqlite3.Connection, entries: list[dict[str, Any]]) -> list[str]:

@@ -745,6 +745,17 @@ def test_scopes_create_conflict_and_delete(client):
     assert_clerk_error(resp, 422, "form_param_missing")
 
 
+def test_a_machine_cannot_be_scoped_to_itself(client):
+    a = new_machine(client, "scope-self")
+    resp = client.post(
+        f"/v1/machines/{a['id']}/scopes", json={"to_machine_id": a["id"]}, headers=SK
+    )
+    err = assert_clerk_error(resp, 422, "form_param_value_invalid")
+    assert err["meta"]["param_name"] == "to_machine_id"
+    got = client.get(f"/v1/machines/{a['id']}", headers=SK).json
+    assert got["scoped_machines"] == [] and got["updated_at"] == a["updated_at"]
+
+
 # ---- bad input in general ----
 
 

@@ -82,7 +82,7 @@ def list_tokens() -> Any:
     include_expired = query_bool("expired", False)
     conn = get_conn()
     if caller.machine_id is not None and caller.machine_id != subject:
-        raise not_found("machine's tokens")
+        raise not_found("subject machine")
     if not machines.machine_exists(conn, subject):
         raise machine_not_found(subject)
     page, total = tokens.list_tokens(

@@ -460,7 +460,8 @@ def test_list_filters_revoked_and_expired_unless_asked(client, monkeypatch):
 def test_machine_may_list_and_revoke_only_its_own_tokens(client):
     token = mint(client)
     resp = client.get(f"/v1/m2m_tokens?subject={CALLER.id}", headers=bearer(OUTSIDER.secret_key))
-    assert_clerk_error(resp, 404, "resource_not_found")
+    err = assert_clerk_error(resp, 404, "resource_not_found")
+    assert err["long_message"] == "The subject machine was not found"
     resp = client.post(
         f"/v1/m2m_tokens/{token['id']}/revoke", json={}, headers=bearer(OUTSIDER.secret_key)
     )

@@ -45,6 +45,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
             "CLERK_SECRET_KEY must be set to the instance secret key (sk_...) the issuer accepts;"
             " see mock_issuer/.env.example"
         )
+    app.config["MOCK_ISSUER_RETENTION_DAYS"] = config_module.retention_days(
+        app.config["MOCK_ISSUER_RETENTION_DAYS"]
+    )
     app.json.sort_keys = False  # type: ignore[attr-defined]
 
     register_error_handlers(app)

@@ -44,7 +44,7 @@ def list_machines() -> Any:
 def create_machine() -> Any:
     data = json_body({"name", "scoped_machines", "default_token_ttl"})
     name = _name(require(data, "name"))
-    scoped = data.get("scoped_machines") or []
+    scoped = [] if data.get("scoped_machines") is None else data["scoped_machines"]
     if not isinstance(scoped, list) or not all(isinstance(s, str) for s in scoped):
         raise invalid_param("scoped_machines", "must be a list of machine ids")
     ttl = data.get("default_token_ttl")

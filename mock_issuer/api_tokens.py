@@ -7,13 +7,13 @@ from typing import Any
 
 from flask import Blueprint, current_app, jsonify, request
 
-from . import ids, machines, tokens
+from . import ids, machines, retention, tokens
 from .auth import authenticate, require_machine
 from .db_access import get_conn
 from .errors import invalid_param, machine_not_found, missing_param, not_found
 from .requests_util import (
     as_int,
-    as_positive_number,
+    as_number,
     as_str,
     json_body,
     query_bool,
@@ -33,27 +33,37 @@ def _issuer_url() -> str:
 def create_token() -> Any:
     caller = require_machine()
     data = json_body(CREATE_FIELDS, required=False)
-    token_format = data.get("token_format") or "opaque"
+    token_format = "opaque" if data.get("token_format") is None else data["token_format"]
     if token_format not in ("opaque", "jwt"):
         raise invalid_param("token_format", "must be 'opaque' or 'jwt'")
     seconds = data.get("seconds_until_expiration")
     if seconds is not None:
-        seconds = as_positive_number("seconds_until_expiration", seconds, machines.MAX_TOKEN_TTL)
+        seconds = as_number(
+            "seconds_until_expiration", seconds, tokens.MIN_LIFETIME_SECONDS, machines.MAX_TOKEN_TTL
+        )
     min_remaining = data.get("min_remaining_ttl_seconds")
     if min_remaining is not None:
         min_remaining = as_int(
             "min_remaining_ttl_seconds", min_remaining, 0, machines.MAX_TOKEN_TTL
         )
     assert caller.machine_id is not None
+    conn = get_conn()
     created = tokens.create_token(
-        get_conn(),
+        conn,
         caller.machine_id,
         caller.key,
         issuer_url=_issuer_url(),
+        instance_secret_key=current_app.config["CLERK_SECRET_KEY"],
         fmt=token_format,
         seconds_until_expiration=seconds,
         claims=data.get("claims"),
         min_remaining_ttl_seconds=min_remaining,
+    )
+    config = current_app.config
+    retention.maybe_prune(
+        conn,
+        config["MOCK_ISSUER_DB"],
+        retention_ms=round(config["MOCK_ISSUER_RETENTION_DAYS"] * 86_400_000),
     )
     return jsonify(created.token.to_dict(token=created.secret)), 201
 
@@ -72,7 +82,7 @@ def list_tokens() -> Any:
     include_expired = query_bool("expired", False)
     conn = get_conn()
     if caller.machine_id is not None and caller.machine_id != subject:
-        raise not_found("machine's tokens")
+        raise not_found("subject machine")
     if not machines.machine_exists(conn, subject):
         raise machine_not_found(subject)
     page, total = tokens.list_tokens(

@@ -46,9 +46,10 @@ CREATE TABLE IF NOT EXISTS scopes (
     PRIMARY KEY (from_machine_id, to_machine_id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS scopes_to ON scopes (to_machine_id);
--- Opaque tokens: only the SHA-256 of the token string is stored for lookup. `wrapped` is the
--- token encrypted under a key derived from the minting machine's secret key, so a later
--- create with min_remaining_ttl_seconds can hand the same token back to that machine.
+-- Opaque tokens: only the SHA-256 of the token string is stored for lookup. `wrapped` (only
+-- for tokens minted with min_remaining_ttl_seconds) is the token encrypted under a key derived
+-- from the minting machine's secret key AND the instance secret key (CLERK_SECRET_KEY, never
+-- stored here), so a later create can hand the same token back to that machine.
 CREATE TABLE IF NOT EXISTS m2m_tokens (
     id TEXT PRIMARY KEY,
     token_hash BLOB NOT NULL UNIQUE,
@@ -64,8 +65,17 @@ CREATE TABLE IF NOT EXISTS m2m_tokens (
     wrapped BLOB
 );
 CREATE INDEX IF NOT EXISTS m2m_tokens_subject ON m2m_tokens (subject, created_at);
+-- The reuse lookup (min_remaining_ttl_seconds): equality on subject, claims and scopes, then a
+-- range on expiration, over reusable live tokens only; without it the lookup read every token
+-- the machine ever minted while holding the write lock.
+CREATE INDEX IF NOT EXISTS m2m_tokens_reusable ON m2m_tokens (subject, claims, scopes, expiration)
+    WHERE wrapped IS NOT NULL AND revoked = 0;
+-- Retention (retention.py): expired tokens by expiry, revoked ones by revocation time.
+CREATE INDEX IF NOT EXISTS m2m_tokens_expiration ON m2m_tokens (expiration);
+CREATE INDEX IF NOT EXISTS m2m_tokens_revoked ON m2m_tokens (updated_at) WHERE revoked = 1;
 -- JWT-format tokens are not stored as tokens; this bookkeeping row says which key signed
--- which token id until when (signing-key retention, and a clear 400 on revoke).
+-- which token id until when (signing-key retention, and a clear 400 on revoke while the JWT
+-- lives). Deleted once the JWT has expired (retention.py).
 CREATE TABLE IF NOT EXISTS jwt_issued (
     id TEXT PRIMARY KEY,
     subject TEXT NOT NULL,
@@ -73,6 +83,7 @@ CREATE TABLE IF NOT EXISTS jwt_issued (
     expiration INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS jwt_issued_kid ON jwt_issued (kid, expiration);
+CREATE INDEX IF NOT EXISTS jwt_issued_expiration ON jwt_issued (expiration);
 CREATE TABLE IF NOT EXISTS signing_keys (
     kid TEXT PRIMARY KEY,
     private_pem TEXT NOT NULL,

@@ -110,14 +110,15 @@ class FaultRule:
         unknown = sorted(set(data) - RULE_FIELDS)
         if unknown:
             raise FaultSpecError(unknown[0], "unknown field")
+        retry_after = _optional_int(data, "retry_after", 0, 3600)
         rule = cls(
-            route=_route(data.get("route", "*")),
+            route=_route(_given(data, "route", "*")),
             status=_optional_int(data, "status", 400, 599),
-            share=_share(data.get("share", 1.0)),
+            share=_share(_given(data, "share", 1.0)),
             count=_optional_int(data, "count", 1, 10**9),
             latency_ms=_optional_int(data, "latency_ms", 0, MAX_LATENCY_MS) or 0,
             hang_seconds=_hang(data.get("hang_seconds")),
-            retry_after=_optional_int(data, "retry_after", 0, 3600) or 1,
+            retry_after=1 if retry_after is None else retry_after,  # 0 is a valid Retry-After
         )
         if rule.status is None and not rule.latency_ms and rule.hang_seconds is None:
             raise FaultSpecError("status", "a rule needs status, latency_ms or hang_seconds")
@@ -189,10 +190,10 @@ class FaultConfig:
         unknown = sorted(set(data) - CONFIG_FIELDS)
         if unknown:
             raise FaultSpecError(unknown[0], "unknown field")
-        rules = data.get("rules") or []
+        rules = _given(data, "rules", [])
         if not isinstance(rules, list) or len(rules) > MAX_RULES:
             raise FaultSpecError("rules", f"must be a list of at most {MAX_RULES} rules")
-        count_requests = data.get("count_requests", False)
+        count_requests = _given(data, "count_requests", False)
         if not isinstance(count_requests, bool):
             raise FaultSpecError("count_requests", "must be true or false")
         return cls(
@@ -209,6 +210,13 @@ class FaultConfig:
         if self.count_requests:
             parts.append("counting requests")
         return "; ".join(parts) or "off"
+
+
+def _given(data: dict[str, Any], name: str, default: Any) -> Any:
+    """The field's value, or `default` when it is absent or null: only those two mean the
+    default, never another falsy value such as 0 or {}."""
+    value = data.get(name)
+    return default if value is None else value
 
 
 def _optional_int(data: dict[str, Any], name: str, lo: int, hi: int) -> int | None:

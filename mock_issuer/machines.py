@@ -156,8 +156,41 @@ def list_machines(
     return [_with_scopes(conn, _row_to_machine(conn, r)) for r in rows], total
 
 
-def _insert_scopes(conn: sqlite3.Connection, from_id: str, to_ids: list[str], now: int) -> None:
+def insert_machine(
+    conn: sqlite3.Connection,
+    machine_id: str,
+    name: str,
+    secret_key: str,
+    default_token_ttl: int,
+    now: int,
+) -> None:
+    """Insert a machine and its current key; call inside a write transaction. The one insert
+    path, shared by `create_machine` and seeding (which creates many in one transaction)."""
+    if machine_exists(conn, machine_id):
+        raise ClerkError(409, "duplicate_record", "Machine already exists", machine_id)
+    conn.execute(
+        "INSERT INTO machines (id, name, default_token_ttl, secret_key, created_at,"
+        " updated_at) VALUES (?, ?, ?, ?, ?, ?)",
+        (machine_id, name, default_token_ttl, secret_key, now, now),
+    )
+    conn.execute(
+        "INSERT INTO machine_keys (key_hash, machine_id, expires_at) VALUES (?, ?, NULL)",
+        (ids.secret_hash(secret_key), machine_id),
+    )
+
+
+def _refuse_self_scope(from_id: str, to_id: str, param: str) -> None:
+    """Clerk documents no rule here (ours): a machine calling itself needs no token, and a
+    scope to itself would only put its own id in its tokens' audience."""
+    if from_id == to_id:
+        raise invalid_param(param, "a machine cannot be scoped to itself")
+
+
+def insert_scopes(conn: sqlite3.Connection, from_id: str, to_ids: list[str], now: int) -> None:
+    """Let `from_id` send to each of `to_ids` (existing edges are kept); call inside a write
+    transaction."""
     for to_id in to_ids:
+        _refuse_self_scope(from_id, to_id, "scoped_machines")
         if not ids.is_machine_id(to_id) or not machine_exists(conn, to_id):
             raise machine_not_found(to_id)
         conn.execute(
@@ -184,18 +217,8 @@ def create_machine(
     secret_key = secret_key or ids.new_machine_secret_key()
     now = db.now_ms()
     with db.write(conn):
-        if machine_exists(conn, machine_id):
-            raise ClerkError(409, "duplicate_record", "Machine already exists", machine_id)
-        conn.execute(
-            "INSERT INTO machines (id, name, default_token_ttl, secret_key, created_at,"
-            " updated_at) VALUES (?, ?, ?, ?, ?, ?)",
-            (machine_id, name, default_token_ttl, secret_key, now, now),
-        )
-        conn.execute(
-            "INSERT INTO machine_keys (key_hash, machine_id, expires_at) VALUES (?, ?, NULL)",
-            (ids.secret_hash(secret_key), machine_id),
-        )
-        _insert_scopes(conn, machine_id, scoped_machines, now)
+        insert_machine(conn, machine_id, name, secret_key, default_token_ttl, now)
+        insert_scopes(conn, machine_id, scoped_machines, now)
     return get_machine(conn, machine_id), secret_key
 
 
@@ -286,6 +309,7 @@ def add_scope(conn: sqlite3.Connection, from_id: str, to_id: str) -> Scope:
     """Let `from_id` send to `to_id`; 409 if it already may."""
     if not ids.is_machine_id(from_id):
         raise machine_not_found(from_id)
+    _refuse_self_scope(from_id, to_id, "to_machine_id")
     now = db.now_ms()
     with db.write(conn):
         if not machine_exists(conn, from_id):

@@ -84,12 +84,12 @@ def as_int(name: str, value: Any, lo: int, hi: int) -> int:
     return value
 
 
-def as_positive_number(name: str, value: Any, hi: float) -> float:
-    """A finite number in (0, hi]."""
+def as_number(name: str, value: Any, lo: float, hi: float) -> float:
+    """A finite number in [lo, hi] (fractions allowed)."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise invalid_param(name, "must be a number")
-    if not math.isfinite(value) or value <= 0 or value > hi:
-        raise invalid_param(name, f"must be greater than 0 and at most {hi:g}")
+    if not math.isfinite(value) or not lo <= value <= hi:
+        raise invalid_param(name, f"must be at least {lo:g} and at most {hi:g}")
     return float(value)
 
 

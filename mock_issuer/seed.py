@@ -58,6 +58,10 @@ def _check_entry(file: Path, entry: Any) -> None:
     scoped = entry.get("scoped_machines", [])
     if not isinstance(scoped, list) or not all(isinstance(s, str) for s in scoped):
         raise SeedError(f"{file}: scoped_machines of {entry['name']!r} must be a list of ids")
+    if entry["name"] in scoped or entry.get("id") in scoped:
+        raise SeedError(
+            f"{file}: {entry['name']!r} scopes itself: a machine needs no scope to itself"
+        )
 
 
 def apply_seed(conn: sqlite3.Connection, entries: list[dict[str, Any]]) -> list[str]:
@@ -71,18 +75,9 @@ def apply_seed(conn: sqlite3.Connection, entries: list[dict[str, Any]]) -> list[
             if existing is None:
                 machine_id = entry.get("id") or ids.new_machine_id()
                 key = entry.get("secret_key") or ids.new_machine_secret_key()
-                conn.execute(
-                    "INSERT INTO machines (id, name, default_token_ttl, secret_key,"
-                    " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)",
-                    (machine_id, entry["name"],
-                     entry.get("default_token_ttl", machines.DEFAULT_TOKEN_TTL), key, now, now),
-                )  # fmt: skip
+                ttl = entry.get("default_token_ttl", machines.DEFAULT_TOKEN_TTL)
                 try:
-                    conn.execute(
-                        "INSERT INTO machine_keys (key_hash, machine_id, expires_at)"
-                        " VALUES (?, ?, NULL)",
-                        (ids.secret_hash(key), machine_id),
-                    )
+                    machines.insert_machine(conn, machine_id, entry["name"], key, ttl, now)
                 except sqlite3.IntegrityError as exc:
                     raise SeedError(
                         f"the secret key of {entry['name']!r} is already in use"
@@ -100,11 +95,7 @@ def apply_seed(conn: sqlite3.Connection, entries: list[dict[str, Any]]) -> list[
                                                  else None)  # fmt: skip
                 if to_id is None:
                     raise SeedError(f"seed machine {entry['name']!r} scopes unknown {target!r}")
-                conn.execute(
-                    "INSERT OR IGNORE INTO scopes (from_machine_id, to_machine_id, created_at)"
-                    " VALUES (?, ?, ?)",
-                    (from_id, to_id, now),
-                )
+                machines.insert_scopes(conn, from_id, [to_id], now)
     return created
 
 

@@ -104,12 +104,6 @@ def rotate_signing_key(conn: sqlite3.Connection) -> tuple[str, str | None]:
     return new, old
 
 
-def next_signing_kid(conn: sqlite3.Connection) -> str | None:
-    """The published kid that the next rotation will activate."""
-    row = conn.execute("SELECT kid FROM next_signing_key").fetchone()
-    return row[0] if row else None
-
-
 def active_signing_key(conn: sqlite3.Connection) -> SigningKey:
     """The key that signs new tokens (its parsed form cached per process)."""
     kid = conn.execute("SELECT kid FROM signing_keys WHERE retired_at IS NULL").fetchone()

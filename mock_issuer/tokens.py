@@ -7,6 +7,8 @@ scope and stamps `last_used_at` in the same statement.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import os
 import sqlite3
@@ -24,7 +26,13 @@ from .errors import ClerkError, invalid_param, not_found
 
 M2M_JWT_CATEGORY = "cl_B7d4PD333AAA"
 RESERVED_CLAIMS = frozenset({"iss", "sub", "aud", "exp", "nbf", "iat", "jti", "scopes", "azp"})
-MAX_TOKEN_LENGTH = 8192
+MAX_TOKEN_LENGTH = 8192  # longest token the verify route (and our receiver) accepts
+MAX_CLAIMS_BYTES = 4096  # serialized claims, so a JWT carrying them stays under the above
+# A token must live long enough to be verified at least once: under a second it was minted
+# already expired (201 with `expired: true`, then 404 on verify). Machine default TTLs are
+# whole seconds >= 1 already; this is the floor for seconds_until_expiration.
+MIN_LIFETIME_SECONDS = 1
+_WRAP_INFO = b"mock_issuer token reuse"
 
 
 @dataclass
@@ -39,7 +47,6 @@ class M2MToken:
     last_used_at: int | None
     created_at: int
     updated_at: int
-    fmt: str = "opaque"
 
     @property
     def expired(self) -> bool:
@@ -70,7 +77,6 @@ class M2MToken:
 class CreatedToken:
     token: M2MToken
     secret: str
-    reused: bool = False
 
 
 def _row_to_token(row: sqlite3.Row) -> M2MToken:
@@ -95,21 +101,29 @@ def _canonical(value: Any) -> str:
 # ---- reuse (min_remaining_ttl_seconds) ----
 
 
-def _wrap_key(machine_secret_key: str) -> AESGCM:
-    """Key that wraps a machine's reusable tokens, derived from that machine's secret key:
-    only a request carrying the key can unwrap, and a key rotation ends reuse of old tokens."""
-    hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"mock_issuer token reuse")
+def _wrap_key(machine_secret_key: str, instance_secret_key: str) -> AESGCM:
+    """Key that wraps a machine's reusable tokens: HKDF of the machine's secret key, salted
+    with an HMAC of the instance secret key. The machine key sits in the database, the
+    instance key does not (it comes from the environment), so the database file alone
+    cannot unwrap a copy. Rotating the machine key, or changing CLERK_SECRET_KEY, ends
+    reuse of earlier tokens (later creates just mint anew)."""
+    salt = hmac.new(instance_secret_key.encode("utf-8"), _WRAP_INFO, hashlib.sha256).digest()
+    hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=salt, info=_WRAP_INFO)
     return AESGCM(hkdf.derive(machine_secret_key.encode("utf-8")))
 
 
-def _wrap(machine_secret_key: str, token_id: str, secret: str) -> bytes:
+def _wrap(machine_secret_key: str, instance_secret_key: str, token_id: str, secret: str) -> bytes:
     nonce = os.urandom(12)
-    return nonce + _wrap_key(machine_secret_key).encrypt(nonce, secret.encode(), token_id.encode())
+    key = _wrap_key(machine_secret_key, instance_secret_key)
+    return nonce + key.encrypt(nonce, secret.encode(), token_id.encode())
 
 
-def _unwrap(machine_secret_key: str, token_id: str, wrapped: bytes) -> str | None:
+def _unwrap(
+    machine_secret_key: str, instance_secret_key: str, token_id: str, wrapped: bytes
+) -> str | None:
+    key = _wrap_key(machine_secret_key, instance_secret_key)
     try:
-        plain = _wrap_key(machine_secret_key).decrypt(wrapped[:12], wrapped[12:], token_id.encode())
+        plain = key.decrypt(wrapped[:12], wrapped[12:], token_id.encode())
     except InvalidTag:
         return None
     return plain.decode()
@@ -119,6 +133,7 @@ def _find_reusable(
     conn: sqlite3.Connection,
     machine_id: str,
     machine_secret_key: str,
+    instance_secret_key: str,
     claims_json: str,
     scopes_json: str,
     min_remaining_ms: int,
@@ -131,9 +146,9 @@ def _find_reusable(
         (machine_id, now + min_remaining_ms, claims_json, scopes_json),
     ).fetchall()
     for row in rows:
-        secret = _unwrap(machine_secret_key, row["id"], row["wrapped"])
+        secret = _unwrap(machine_secret_key, instance_secret_key, row["id"], row["wrapped"])
         if secret is not None:
-            return CreatedToken(_row_to_token(row), secret, reused=True)
+            return CreatedToken(_row_to_token(row), secret)
     return None
 
 
@@ -146,6 +161,7 @@ def create_token(
     machine_secret_key: str,
     *,
     issuer_url: str,
+    instance_secret_key: str,
     fmt: str = "opaque",
     seconds_until_expiration: float | None = None,
     claims: Any = None,
@@ -153,8 +169,11 @@ def create_token(
 ) -> CreatedToken:
     """Mint a token for `machine_id` (authenticated by `machine_secret_key`); scopes are a
     snapshot of the machine's scoped machines. With `min_remaining_ttl_seconds` (opaque only),
-    a live token with the same claims and scopes and enough lifetime left is returned instead."""
+    a live token with the same claims and scopes and enough lifetime left is returned instead;
+    `instance_secret_key` (CLERK_SECRET_KEY) keys the encrypted copy such a token keeps."""
     machine = machines.get_machine(conn, machine_id)
+    if len(_canonical(claims)) > MAX_CLAIMS_BYTES:  # ASCII: non-ASCII is escaped
+        raise invalid_param("claims", f"must serialize to at most {MAX_CLAIMS_BYTES} bytes of JSON")
     lifetime = (
         seconds_until_expiration
         if seconds_until_expiration is not None
@@ -174,7 +193,13 @@ def create_token(
     if fmt == "jwt":
         return _create_jwt(conn, machine_id, lifetime, claims, issuer_url)
     return _create_opaque(
-        conn, machine_id, machine_secret_key, lifetime, claims, min_remaining_ttl_seconds
+        conn,
+        machine_id,
+        machine_secret_key,
+        instance_secret_key,
+        lifetime,
+        claims,
+        min_remaining_ttl_seconds,
     )
 
 
@@ -182,6 +207,7 @@ def _create_opaque(
     conn: sqlite3.Connection,
     machine_id: str,
     machine_secret_key: str,
+    instance_secret_key: str,
     lifetime: float,
     claims: Any,
     min_remaining_ttl_seconds: int | None,
@@ -190,7 +216,7 @@ def _create_opaque(
     token_hash = ids.secret_hash(secret)
     # Only a token minted for reuse keeps a copy (encrypted): every other one is a hash alone.
     wrapped = (
-        _wrap(machine_secret_key, token_id, secret)
+        _wrap(machine_secret_key, instance_secret_key, token_id, secret)
         if min_remaining_ttl_seconds is not None
         else None
     )
@@ -204,6 +230,7 @@ def _create_opaque(
                 conn,
                 machine_id,
                 machine_secret_key,
+                instance_secret_key,
                 claims_json,
                 scopes_json,
                 min_remaining_ttl_seconds * 1000,
@@ -262,15 +289,20 @@ def _create_jwt(
         algorithm="RS256",
         headers={"kid": key.kid, "typ": "JWT", "cat": M2M_JWT_CATEGORY},
     )
+    if len(secret) > MAX_TOKEN_LENGTH:  # never mint a token that verifiers refuse unread
+        raise invalid_param(
+            "claims" if claims else "token_format",
+            f"the JWT would be {len(secret)} characters, over the {MAX_TOKEN_LENGTH} verifiers"
+            f" accept ({len(scopes)} scopes, claims included): send smaller claims, or use"
+            " opaque tokens",
+        )
     with db.write(conn):
         conn.execute(
             "INSERT INTO jwt_issued (id, subject, kid, expiration) VALUES (?, ?, ?, ?)",
             (token_id, machine_id, key.kid, exp * 1000),
         )
         usage.record(conn, "create", "jwt", machine_id, ts=now)
-    token = M2MToken(
-        token_id, machine_id, claims, scopes, False, None, exp * 1000, None, now, now, "jwt"
-    )
+    token = M2MToken(token_id, machine_id, claims, scopes, False, None, exp * 1000, None, now, now)
     return CreatedToken(token, secret)
 
 
@@ -344,7 +376,6 @@ def _verify_jwt(
         last_used_at=None,
         created_at=iat_ms,
         updated_at=iat_ms,
-        fmt="jwt",
     )
 
 
@@ -427,8 +458,11 @@ def revoke_token(
         row = conn.execute("SELECT subject, revoked FROM m2m_tokens WHERE id = ?", (token_id,))
         row = row.fetchone()
         if row is None:
+            # A JWT that has expired is past revoking or using: like an unknown token (404),
+            # whether or not retention has deleted its row yet.
             issued = conn.execute(
-                "SELECT subject FROM jwt_issued WHERE id = ?", (token_id,)
+                "SELECT subject FROM jwt_issued WHERE id = ? AND expiration > ?",
+                (token_id, db.now_ms()),
             ).fetchone()
             if issued is not None and owner_machine_id in (None, issued[0]):
                 raise ClerkError(

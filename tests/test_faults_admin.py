@@ -107,6 +107,7 @@ def test_admin_route_requires_the_instance_key(client):
         ({"hang_seconds": 61}, "hang_seconds"),
         ({"hang_seconds": 0}, "hang_seconds"),
         ({"status": 503, "retry_after": -1}, "retry_after"),
+        ({"status": 503, "retry_after": "1"}, "retry_after"),
         ({"route": "POST", "status": 503}, "route"),
         ({"route": "POST m2m_tokens", "status": 503}, "route"),
         ({"route": "BAD-METHOD /x", "status": 503}, "route"),
@@ -130,6 +131,19 @@ def test_unknown_fields_and_bad_settings_are_rejected(client):
         "rate_limit"
     )
     assert client.get(FAULTS, headers=SK).json["active"] is False
+
+
+@pytest.mark.parametrize("rules", [{}, 0, False, ""])
+def test_rules_that_are_not_a_list_are_422_not_taken_as_none(client, rules):
+    resp = client.put(FAULTS, json={"rules": rules}, headers=SK)
+    assert assert_envelope(resp, 422, "form_param_value_invalid")["meta"]["param_name"] == "rules"
+
+
+def test_null_settings_mean_their_defaults_and_retry_after_0_is_kept(client):
+    put(client, {"route": None, "status": 503, "share": None, "retry_after": 0},
+        rate_limit=None, count_requests=None)  # fmt: skip
+    resp = client.get("/v1/machines", headers=SK)
+    assert resp.status_code == 503 and resp.headers["Retry-After"] == "0"
 
 
 # ---- what a faulted answer looks like ----

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,7 +12,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from mock_issuer import create_app, db
+from mock_issuer import create_app, db, tokens
 from tests.conftest import CALLER, OUTSIDER, RECEIVER, TEST_SECRET_KEY, test_seed
 
 ISSUER_URL = "http://127.0.0.1:8799"
@@ -61,6 +62,12 @@ def mint(client: FlaskClient, key: str = CALLER.secret_key, path="/v1/m2m_tokens
 
 def verify(client: FlaskClient, token: str, key: str = RECEIVER.secret_key, field="token"):
     return client.post("/m2m_tokens/verify", json={field: token}, headers=bearer(key))
+
+
+def advance_clock(monkeypatch, seconds: float) -> None:
+    """Move the issuer's clock forward (it runs in this process), so expiry needs no sleep."""
+    real_now_ms = db.now_ms
+    monkeypatch.setattr(db, "now_ms", lambda: real_now_ms() + round(seconds * 1000))
 
 
 def assert_clerk_error(resp, status: int, code: str) -> dict:
@@ -131,6 +138,54 @@ def test_scopes_are_a_snapshot_at_creation(client):
     assert mint(client, sender["secret_key"])["scopes"] == []
 
 
+@pytest.mark.parametrize("seconds", [0.0001, 0.5, 0.999])
+@pytest.mark.parametrize("token_format", ["opaque", "jwt"])
+def test_lifetime_under_one_second_is_422_naming_the_field(client, seconds, token_format):
+    resp = client.post(
+        "/v1/m2m_tokens",
+        json={"seconds_until_expiration": seconds, "token_format": token_format},
+        headers=bearer(CALLER.secret_key),
+    )
+    err = assert_clerk_error(resp, 422, "form_param_value_invalid")
+    assert err["meta"]["param_name"] == "seconds_until_expiration"
+
+
+def test_one_second_token_verifies_when_minted(client):
+    for token_format in ("opaque", "jwt"):
+        token = mint(client, seconds_until_expiration=1.0, token_format=token_format)
+        assert token["expired"] is False
+        assert verify(client, token["token"]).status_code == 200
+
+
+@pytest.mark.parametrize("token_format", ["opaque", "jwt"])
+def test_claims_over_4_kib_are_422_naming_claims(client, token_format):
+    resp = client.post(
+        "/v1/m2m_tokens",
+        json={"token_format": token_format, "claims": {"blob": "x" * 7000}},
+        headers=bearer(CALLER.secret_key),
+    )
+    err = assert_clerk_error(resp, 422, "form_param_value_invalid")
+    assert err["meta"]["param_name"] == "claims"
+
+
+def test_largest_claims_accepted_still_give_a_jwt_we_verify(client):
+    blob = "x" * (tokens.MAX_CLAIMS_BYTES - len('{"blob":""}'))
+    token = mint(client, token_format="jwt", claims={"blob": blob})
+    assert len(token["token"]) <= tokens.MAX_TOKEN_LENGTH
+    assert verify(client, token["token"]).json["claims"] == {"blob": blob}
+
+
+def test_jwt_that_would_exceed_8_kib_through_its_scopes_is_422_not_minted(client):
+    targets = [new_machine(client, f"fan-out-{i}")["id"] for i in range(120)]
+    sender = new_machine(client, "fan-out", scoped_machines=targets)
+    resp = client.post(
+        "/v1/m2m_tokens", json={"token_format": "jwt"}, headers=bearer(sender["secret_key"])
+    )
+    err = assert_clerk_error(resp, 422, "form_param_value_invalid")
+    assert err["meta"]["param_name"] == "token_format"
+    assert len(mint(client, sender["secret_key"])["scopes"]) == 120  # opaque has no such limit
+
+
 def test_claims_are_returned_and_kept(client):
     token = mint(client, claims={"role": "reporter", "n": [1, 2]})
     assert token["claims"] == {"role": "reporter", "n": [1, 2]}
@@ -188,6 +243,76 @@ def test_tokens_not_minted_for_reuse_are_stored_as_a_hash_alone(app, client):
     assert rows[reusable["id"]]["wrapped"] is not None
     stored = " ".join(str(value) for row in rows.values() for value in tuple(row))
     assert plain["token"] not in stored and reusable["token"] not in stored
+
+
+def _database_alone_unwrap(db_path: str, token_id: str) -> str | None:
+    """What someone holding only the database file (and this source) can try: derive the
+    wrapping key from the machine key stored next to the copy."""
+    from cryptography.exceptions import InvalidTag
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    wrapped, ak_key = conn.execute(
+        "SELECT t.wrapped, m.secret_key FROM m2m_tokens t JOIN machines m ON m.id = t.subject"
+        " WHERE t.id = ?",
+        (token_id,),
+    ).fetchone()
+    conn.close()
+    hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"mock_issuer token reuse")
+    try:
+        plain = AESGCM(hkdf.derive(ak_key.encode())).decrypt(
+            wrapped[:12], wrapped[12:], token_id.encode()
+        )
+    except InvalidTag:
+        return None
+    return plain.decode()
+
+
+def test_reusable_token_copy_cannot_be_decrypted_from_the_database_alone(app, client):
+    machine = new_machine(client, "wrapped-copy", scoped_machines=[RECEIVER.id])
+    token = mint(client, machine["secret_key"], min_remaining_ttl_seconds=10)
+    db_path = app.config["MOCK_ISSUER_DB"]
+    assert _database_alone_unwrap(db_path, token["id"]) is None
+    wrapped = (
+        db.connect(db_path)
+        .execute("SELECT wrapped FROM m2m_tokens WHERE id = ?", (token["id"],))
+        .fetchone()[0]
+    )
+    assert (
+        tokens._unwrap(machine["secret_key"], "sk_test_" + "0" * 32, token["id"], wrapped) is None
+    )
+    assert (
+        tokens._unwrap(machine["secret_key"], TEST_SECRET_KEY, token["id"], wrapped)
+        == (token["token"])
+    )
+
+
+def test_changing_the_instance_secret_key_ends_reuse_of_earlier_tokens(tmp_path):
+    first_app = make_app(tmp_path)
+    first = mint(first_app.test_client(), min_remaining_ttl_seconds=10)
+    other_key = "sk_test_" + "7" * 32
+    second_app = create_app({**first_app.config, "CLERK_SECRET_KEY": other_key})
+    resp = second_app.test_client().post(
+        "/v1/m2m_tokens", json={"min_remaining_ttl_seconds": 10}, headers=bearer(CALLER.secret_key)
+    )
+    assert resp.status_code == 201 and resp.json["id"] != first["id"]  # minted anew
+    assert verify(first_app.test_client(), first["token"]).status_code == 200  # still valid
+
+
+def test_reuse_lookup_reads_the_partial_index_not_every_token_of_the_machine(app):
+    plan = " ".join(
+        row[3]
+        for row in db.connect(app.config["MOCK_ISSUER_DB"]).execute(
+            "EXPLAIN QUERY PLAN SELECT * FROM m2m_tokens WHERE subject = ? AND revoked = 0"
+            " AND expiration > ? AND claims = ? AND scopes = ? AND wrapped IS NOT NULL"
+            " ORDER BY expiration DESC LIMIT 5",
+            (CALLER.id, 0, "null", "[]"),
+        )
+    )
+    assert "USING INDEX m2m_tokens_reusable" in plan
+    assert "subject=? AND claims=? AND scopes=? AND expiration>?" in plan
 
 
 def test_min_remaining_ttl_not_less_than_lifetime_is_400(client):
@@ -252,9 +377,9 @@ def test_unknown_token_is_404(client):
     assert_clerk_error(verify(client, "garbage"), 404, "resource_not_found")
 
 
-def test_expired_token_is_rejected_with_404(client):
-    token = mint(client, seconds_until_expiration=0.05)
-    time.sleep(0.1)
+def test_expired_token_is_rejected_with_404(client, monkeypatch):
+    token = mint(client, seconds_until_expiration=1)
+    advance_clock(monkeypatch, 1.01)
     assert_clerk_error(verify(client, token["token"]), 404, "resource_not_found")
 
 
@@ -312,15 +437,15 @@ def test_list_is_newest_first_with_paging_and_floats(client):
     assert [t["id"] for t in resp.json["m2m_tokens"]] == [ids[0]]
 
 
-def test_list_filters_revoked_and_expired_unless_asked(client):
+def test_list_filters_revoked_and_expired_unless_asked(client, monkeypatch):
     machine = new_machine(client, "filterer")
     key = machine["secret_key"]
     live = mint(client, key)["id"]
     revoked = mint(client, key)["id"]
     client.post(f"/v1/m2m_tokens/{revoked}/revoke", json={}, headers=bearer(key))
-    expired = mint(client, key, seconds_until_expiration=0.01)["id"]
+    expired = mint(client, key, seconds_until_expiration=1)["id"]
     mint(client, key, token_format="jwt")
-    time.sleep(0.05)
+    advance_clock(monkeypatch, 1.01)
 
     def listed(query: str) -> set[str]:
         resp = client.get(f"/v1/m2m_tokens?subject={machine['id']}{query}", headers=SK)
@@ -335,7 +460,8 @@ def test_list_filters_revoked_and_expired_unless_asked(client):
 def test_machine_may_list_and_revoke_only_its_own_tokens(client):
     token = mint(client)
     resp = client.get(f"/v1/m2m_tokens?subject={CALLER.id}", headers=bearer(OUTSIDER.secret_key))
-    assert_clerk_error(resp, 404, "resource_not_found")
+    err = assert_clerk_error(resp, 404, "resource_not_found")
+    assert err["long_message"] == "The subject machine was not found"
     resp = client.post(
         f"/v1/m2m_tokens/{token['id']}/revoke", json={}, headers=bearer(OUTSIDER.secret_key)
     )
@@ -446,6 +572,30 @@ def test_machine_list_paging_query_and_order(client):
     assert [m["id"] for m in resp.json["data"]] == [b["id"], a["id"]]
     resp = client.get("/v1/machines?order_by=color", headers=SK)
     assert_clerk_error(resp, 422, "form_param_value_invalid")
+
+
+@pytest.mark.parametrize("value", ["", 0, False, [], {}, "JWT", None])
+def test_token_format_other_than_opaque_jwt_or_null_is_422_naming_it(client, value):
+    resp = client.post(
+        "/v1/m2m_tokens", json={"token_format": value}, headers=bearer(CALLER.secret_key)
+    )
+    if value is None:  # null means the default, as absent does
+        assert resp.status_code == 201 and resp.json["token"].startswith("mt_")
+        return
+    err = assert_clerk_error(resp, 422, "form_param_value_invalid")
+    assert err["meta"]["param_name"] == "token_format"
+
+
+@pytest.mark.parametrize("value", [{}, 0, False, "", [5], [None], None, []])
+def test_scoped_machines_must_be_a_list_of_ids_or_null(client, value):
+    resp = client.post(
+        "/v1/machines", json={"name": "scoped-type", "scoped_machines": value}, headers=SK
+    )
+    if value is None or value == []:
+        assert resp.status_code == 200 and resp.json["scoped_machines"] == []
+        return
+    err = assert_clerk_error(resp, 422, "form_param_value_invalid")
+    assert err["meta"]["param_name"] == "scoped_machines"
 
 
 def test_machine_routes_require_the_instance_key(client):
@@ -594,6 +744,17 @@ def test_scopes_create_conflict_and_delete(client):
     assert_clerk_error(resp, 404, "machine_not_found")
     resp = client.post(f"/v1/machines/{a['id']}/scopes", json={}, headers=SK)
     assert_clerk_error(resp, 422, "form_param_missing")
+
+
+def test_a_machine_cannot_be_scoped_to_itself(client):
+    a = new_machine(client, "scope-self")
+    resp = client.post(
+        f"/v1/machines/{a['id']}/scopes", json={"to_machine_id": a["id"]}, headers=SK
+    )
+    err = assert_clerk_error(resp, 422, "form_param_value_invalid")
+    assert err["meta"]["param_name"] == "to_machine_id"
+    got = client.get(f"/v1/machines/{a['id']}", headers=SK).json
+    assert got["scoped_machines"] == [] and got["updated_at"] == a["updated_at"]
 
 
 # ---- bad input in general ----

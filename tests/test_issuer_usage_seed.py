@@ -146,6 +146,8 @@ def test_seed_is_idempotent_and_keeps_keys_rotated_since(tmp_path):
         [{"name": "x", "secret_key": "sk_wrong"}],
         [{"name": "x", "default_token_ttl": 0}],
         [{"name": "x", "scoped_machines": ["nobody"]}],
+        [{"name": "x", "scoped_machines": ["x"]}],
+        [{"id": "mch_" + "s" * 27, "name": "x", "scoped_machines": ["mch_" + "s" * 27]}],
         [{"name": "a", "secret_key": "ak_same"}, {"name": "b", "secret_key": "ak_same"}],
         [{"no_name": True}],
     ],

@@ -1,0 +1,130 @@
+"""Retention: pruning of expired JWT bookkeeping, old tokens and old usage records, and how
+often pruning runs (test client; the issuer's clock is moved instead of sleeping)."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from mock_issuer import config as config_module
+from mock_issuer import create_app, db, retention
+from tests.conftest import CALLER, RECEIVER, TEST_SECRET_KEY
+from tests.test_issuer_api import SK, advance_clock, assert_clerk_error, make_app, mint, verify
+
+DAY_MS = 86_400_000
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    yield make_app(tmp_path_factory.mktemp("retention"))
+    db.close_thread_connections()
+
+
+@pytest.fixture
+def short_retention(app, monkeypatch):
+    """Two seconds of retention, and a process that has not pruned yet."""
+    monkeypatch.setitem(app.config, "MOCK_ISSUER_RETENTION_DAYS", 2 / 86_400)
+    monkeypatch.setattr(retention, "_last_run", {})
+
+
+def conn_of(app) -> sqlite3.Connection:
+    return db.connect(app.config["MOCK_ISSUER_DB"])
+
+
+def ids_in(conn: sqlite3.Connection, table: str) -> set[str]:
+    return {row[0] for row in conn.execute(f"SELECT id FROM {table}")}  # noqa: S608
+
+
+def test_prune_keeps_tokens_for_the_retention_period_and_jwt_rows_only_while_live(app):
+    client = app.test_client()
+    conn = conn_of(app)
+    live = mint(client, seconds_until_expiration=3600)["id"]
+    short = mint(client, seconds_until_expiration=1)["id"]
+    revoked = mint(client, seconds_until_expiration=3600 * 24 * 365)["id"]
+    assert client.post(f"/v1/m2m_tokens/{revoked}/revoke", headers=SK).status_code == 200
+    live_jwt = mint(client, token_format="jwt", seconds_until_expiration=3600)["id"]
+    short_jwt = mint(client, token_format="jwt", seconds_until_expiration=1)["id"]
+    assert {live_jwt, short_jwt} <= ids_in(conn, "jwt_issued")
+    now = db.now_ms()
+
+    deleted = retention.prune(conn, retention_ms=30 * DAY_MS, now=now + 5_000)
+    jwt_rows = ids_in(conn, "jwt_issued")
+    assert live_jwt in jwt_rows and short_jwt not in jwt_rows  # expired JWT rows go at once
+    assert {short, revoked, live} <= ids_in(conn, "m2m_tokens")  # tokens stay listable
+    assert deleted["jwt_issued"] >= 1 and deleted["m2m_tokens"] == 0
+
+    retention.prune(conn, retention_ms=30 * DAY_MS, now=now + 31 * DAY_MS)
+    remaining = ids_in(conn, "m2m_tokens")
+    assert short not in remaining and revoked not in remaining  # 30 days after expiry/revoke
+    assert live not in remaining  # it expired after an hour, so it too is 30 days past
+
+
+def test_usage_records_are_kept_at_least_32_days_and_the_newest_always(tmp_path):
+    app = make_app(tmp_path)  # its own database: this test empties the usage table
+    conn = conn_of(app)
+    now = db.now_ms()
+    with db.write(conn):
+        for age_days in (40, 33, 31, 1):
+            conn.execute(
+                "INSERT INTO usage_events (ts, kind, format, machine_id, outcome)"
+                " VALUES (?, 'create', 'opaque', ?, 'ok')",
+                (now - age_days * DAY_MS, CALLER.id),
+            )
+    retention.prune(conn, retention_ms=DAY_MS, now=now)  # a short token retention...
+    ages = sorted((now - ts) // DAY_MS for (ts,) in conn.execute("SELECT ts FROM usage_events"))
+    assert ages == [1, 31]  # ...still keeps the 30-day chart and the month so far
+
+    newest = conn.execute("SELECT MAX(id) FROM usage_events").fetchone()[0]
+    retention.prune(conn, retention_ms=DAY_MS, now=now + 400 * DAY_MS)
+    assert [r[0] for r in conn.execute("SELECT id FROM usage_events")] == [newest]
+    db.close_thread_connections()
+
+
+def test_an_expired_jwt_answers_revoke_with_404_before_and_after_pruning(app, monkeypatch):
+    client = app.test_client()
+    token = mint(client, token_format="jwt", seconds_until_expiration=1)
+    live = client.post(f"/v1/m2m_tokens/{token['id']}/revoke", headers=SK)
+    assert_clerk_error(live, 400, "jwt_token_not_revocable")
+    advance_clock(monkeypatch, 2)
+    before = client.post(f"/v1/m2m_tokens/{token['id']}/revoke", headers=SK)
+    assert_clerk_error(before, 404, "resource_not_found")
+    retention.prune(conn_of(app), retention_ms=DAY_MS)
+    after = client.post(f"/v1/m2m_tokens/{token['id']}/revoke", headers=SK)
+    assert_clerk_error(after, 404, "resource_not_found")
+
+
+def test_minting_prunes_at_most_once_a_minute(app, short_retention, monkeypatch):
+    client, conn = app.test_client(), conn_of(app)
+    old = mint(client, seconds_until_expiration=1)["id"]  # the first mint prunes (nothing yet)
+    advance_clock(monkeypatch, 10)
+    mint(client)  # `old` is 9 s past expiry, but the last pruning was 10 s ago
+    assert old in ids_in(conn, "m2m_tokens")
+    advance_clock(monkeypatch, 60)
+    mint(client)
+    assert old not in ids_in(conn, "m2m_tokens")
+
+
+def test_pruning_does_not_touch_live_tokens(app, short_retention, monkeypatch):
+    client = app.test_client()
+    token = mint(client, seconds_until_expiration=3600, min_remaining_ttl_seconds=60)
+    advance_clock(monkeypatch, 120)
+    assert mint(client, min_remaining_ttl_seconds=60)["id"] == token["id"]  # still reusable
+    assert verify(client, token["token"], key=RECEIVER.secret_key).status_code == 200
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "soon", "nan"])
+def test_bad_retention_setting_fails_start_naming_the_variable(tmp_path, value):
+    config = {
+        "CLERK_SECRET_KEY": TEST_SECRET_KEY,
+        "MOCK_ISSUER_DB": str(tmp_path / "issuer.db"),
+        "MOCK_ISSUER_RETENTION_DAYS": value,
+    }
+    with pytest.raises(RuntimeError, match="MOCK_ISSUER_RETENTION_DAYS"):
+        create_app(config)
+    assert not (tmp_path / "issuer.db").exists()  # refused before touching storage
+
+
+def test_retention_is_30_days_unless_set(app):
+    assert app.config["MOCK_ISSUER_RETENTION_DAYS"] == config_module.DEFAULT_RETENTION_DAYS == 30
+    assert config_module.retention_days("7.5") == 7.5

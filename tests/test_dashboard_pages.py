@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from mock_issuer import create_app, db
+from mock_issuer import create_app, db, metrics
 from mock_issuer.dashboard_auth import SESSION_MAX_AGE_SECONDS
 from tests.conftest import CALLER, OUTSIDER, RECEIVER, TEST_SECRET_KEY, test_seed
 
@@ -551,7 +552,7 @@ def test_tokens_are_paged(client):
 
 def metric(text: str, name: str, **labels: str) -> float:
     label_text = ",".join(f'{k}="{v}"' for k, v in labels.items())
-    match = re.search(rf"^{name}\{{{label_text}\}} (\S+)$", text, re.M)
+    match = re.search(rf"^{name}\{{{re.escape(label_text)}\}} (\S+)$", text, re.M)
     assert match, f"{name}{{{label_text}}} not in metrics"
     return float(match.group(1))
 
@@ -601,3 +602,25 @@ def test_metrics_add_the_records_made_between_scrapes(anon):
     mint(anon)
     assert creations() == first + 2
     assert creations() == first + 2  # a scrape with nothing new changes nothing
+
+
+def test_latency_histogram_is_cumulative_with_every_request_in_plus_inf(app):
+    conn = db.connect(app.config["MOCK_ISSUER_DB"])
+    for seconds in (0.0005, 0.001, 0.02, 7.0):  # 0.001 is inside le="0.001": bounds include
+        metrics.record_latency(conn, "GET", "/x", "200", seconds)
+    text = app.test_client().get("/metrics").text
+    labels = {"method": "GET", "route": "/x", "status": "200"}
+    name = "mock_issuer_request_duration_seconds"
+    assert metric(text, f"{name}_bucket", le="0.001", **labels) == 2
+    assert metric(text, f"{name}_bucket", le="0.01", **labels) == 2
+    assert metric(text, f"{name}_bucket", le="0.025", **labels) == 3
+    assert metric(text, f"{name}_bucket", le="2.5", **labels) == 3
+    assert metric(text, f"{name}_bucket", le="+Inf", **labels) == 4
+    assert metric(text, f"{name}_count", **labels) == 4
+    assert metric(text, f"{name}_sum", **labels) == pytest.approx(7.0215)
+
+
+def test_a_latency_the_database_refuses_is_logged_and_never_fails_the_request(caplog):
+    broken = sqlite3.connect(":memory:")  # no request_latency table: every insert fails
+    metrics.record_latency(broken, "GET", "/x", "200", 0.01)
+    assert "request latency not recorded" in caplog.text

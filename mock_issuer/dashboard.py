@@ -63,6 +63,7 @@ PUBLIC_ENDPOINTS = {"dashboard.sign_in", "dashboard.static"}
 TOKENS_PER_PAGE = 20
 MACHINES_PER_PAGE = 50
 SCOPE_CANDIDATES_LIMIT = 500
+MAX_OFFSET = 10**9  # the API's bound too: SQLite takes 64-bit integers only
 REVOKED_FROM_DASHBOARD = "Revoked from the dashboard"
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; style-src 'self'; img-src 'self' data:;"
@@ -158,6 +159,12 @@ def _act(action: Callable[[], str], back: Callable[[], Response]) -> Response:
     except ClerkError as err:
         flash(err.long_message, "error")
     return back()
+
+
+def _offset() -> int:
+    """The `offset` query parameter clamped to 0..MAX_OFFSET (not a number: 0)."""
+    offset = request.args.get("offset", 0, type=int) or 0
+    return min(max(offset, 0), MAX_OFFSET)
 
 
 def _form_int(name: str) -> int:
@@ -269,7 +276,7 @@ def _machine_names(conn, machine_ids: list[str | None]) -> dict[str, str]:
 @bp.get("/machines", endpoint="machines")
 def machines_page() -> Any:
     query = request.args.get("query", "").strip()
-    offset = max(0, request.args.get("offset", 0, type=int) or 0)
+    offset = _offset()
     page, total = machines.list_machines(
         get_conn(), limit=MACHINES_PER_PAGE, offset=offset, query=query or None, order_by="name"
     )
@@ -308,7 +315,7 @@ def _machine_page(
     conn = get_conn()
     current = machines.get_machine(conn, machine_id)
     show_all = request.args.get("all") == "1"
-    offset = max(0, request.args.get("offset", 0, type=int) or 0)
+    offset = _offset()
     page, total = tokens.list_tokens(
         conn,
         machine_id,

@@ -547,6 +547,13 @@ def test_tokens_are_paged(client):
     assert second.count('id="token-mt_') == 1 and "Newer tokens" in second
 
 
+@pytest.mark.parametrize("offset", ["99999999999999999999", "-99999999999999999999", "x"])
+@pytest.mark.parametrize("path", ["/dashboard/machines", f"/dashboard/machines/{CALLER.id}"])
+def test_any_offset_is_clamped_instead_of_failing(client, path, offset):
+    resp = client.get(f"{path}?offset={offset}")
+    assert resp.status_code == 200 and resp.mimetype == "text/html"
+
+
 # ---- /metrics ----
 
 

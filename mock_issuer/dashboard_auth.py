@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import posixpath
 import secrets
 import time
+from urllib.parse import unquote, urlsplit
 
 from flask import abort, request, session
 
 SESSION_LABEL = b"mock-issuer dashboard session cookie v1"
 SESSION_MAX_AGE_SECONDS = 12 * 3600
 CSRF_FIELD = "csrf_token"
+DASHBOARD = "/dashboard"
 
 
 def session_secret(instance_secret_key: str, override: str | None = None) -> str:
@@ -75,7 +78,22 @@ def check_csrf() -> None:
 
 
 def safe_next(target: str | None, default: str) -> str:
-    """Only follow `next` to a path inside the dashboard (no open redirect)."""
-    if target and target.startswith("/dashboard") and "//" not in target and "\\" not in target:
-        return target
-    return default
+    """`next` normalised, if it is a path inside the dashboard; else `default`.
+
+    Refuses control characters (a newline would break the Location header), backslashes, a
+    scheme or host, and any path that leaves /dashboard once `.`/`..` segments are resolved,
+    percent-encoded or not, as a browser would (no open redirect, no `/dashboard/../v1`).
+    """
+    if not target or "\\" in target or any(ord(c) < 32 or ord(c) == 127 for c in target):
+        return default
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or not parts.path.startswith("/"):
+        return default
+    for path in (parts.path, unquote(parts.path)):
+        normal = posixpath.normpath(path)
+        if normal != DASHBOARD and not normal.startswith(DASHBOARD + "/"):
+            return default
+    path = posixpath.normpath(parts.path)
+    if parts.path.endswith("/") and not path.endswith("/"):
+        path += "/"
+    return path + (f"?{parts.query}" if parts.query else "")

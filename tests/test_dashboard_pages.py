@@ -144,13 +144,50 @@ def test_sign_in_page_remembers_where_the_visitor_was_going(anon):
     assert resp.status_code == 303 and resp.location == "/dashboard/machines?query=cal"
 
 
-@pytest.mark.parametrize("target", ["https://evil.example/", "//evil.example/x", "/v1/machines"])
+OUTSIDE_TARGETS = [
+    "https://evil.example/",
+    "//evil.example/x",
+    "/v1/machines",
+    "/dashboard/../v1/machines",
+    "/dashboard/%2e%2e/v1/machines",
+    "/dashboard/./../../v1/machines",
+    "/dashboardx",
+    "/dashboard\r\nX-Injected: 1",
+    "/dashboard/machines\n",
+    "/dashboard/\x00",
+]
+
+
+@pytest.mark.parametrize("target", OUTSIDE_TARGETS)
 def test_sign_in_never_redirects_outside_the_dashboard(anon, target):
     resp = anon.post(
         "/dashboard/sign-in",
         data={"secret_key": TEST_SECRET_KEY, "csrf_token": csrf(anon), "next": target},
     )
     assert resp.status_code == 303 and resp.location == "/dashboard/usage"
+    assert "X-Injected" not in resp.headers
+
+
+@pytest.mark.parametrize("target", OUTSIDE_TARGETS)
+def test_a_signed_in_visit_to_sign_in_never_redirects_outside_the_dashboard(client, target):
+    resp = client.get("/dashboard/sign-in", query_string={"next": target})
+    assert resp.status_code == 302 and resp.location == "/dashboard/usage"
+
+
+@pytest.mark.parametrize(
+    ("target", "location"),
+    [
+        ("/dashboard/./machines//x/../?query=a", "/dashboard/machines/?query=a"),
+        ("/dashboard", "/dashboard"),
+        ("/dashboard/", "/dashboard/"),
+    ],
+)
+def test_sign_in_follows_next_inside_the_dashboard_once_normalised(anon, target, location):
+    resp = anon.post(
+        "/dashboard/sign-in",
+        data={"secret_key": TEST_SECRET_KEY, "csrf_token": csrf(anon), "next": target},
+    )
+    assert resp.status_code == 303 and resp.location == location
 
 
 @pytest.mark.parametrize("wrong", ["", "sk_test_wrong", TEST_SECRET_KEY + "x", CALLER.secret_key])

@@ -63,6 +63,9 @@ PUBLIC_ENDPOINTS = {"dashboard.sign_in", "dashboard.static"}
 TOKENS_PER_PAGE = 20
 MACHINES_PER_PAGE = 50
 SCOPE_CANDIDATES_LIMIT = 500
+# A rotation keeps the old key working an hour unless told otherwise, so callers can pick up
+# the new key without failing (0 retires it at once).
+DEFAULT_PREVIOUS_TOKEN_TTL = 3600
 MAX_OFFSET = 10**9  # the API's bound too: SQLite takes 64-bit integers only
 REVOKED_FROM_DASHBOARD = "Revoked from the dashboard"
 SECURITY_HEADERS = {
@@ -301,19 +304,15 @@ def create_machine() -> Any:
         flash(err.long_message, "error")
         return redirect(url_for("dashboard.machines"), 303)
     flash(f"Machine {machine.name} created.", "ok")
-    return _machine_page(machine.id, revealed=("Secret key of the new machine", secret_key))
+    auth.stash_revealed(machine.id, "Secret key of the new machine", secret_key)
+    return _back_to_machine(machine.id)
 
 
 @bp.get("/machines/<machine_id>")
 def machine(machine_id: str) -> Any:
-    return _machine_page(machine_id)
-
-
-def _machine_page(
-    machine_id: str, revealed: tuple[str, str] | None = None, previous_token_ttl: int = 0
-) -> Any:
     conn = get_conn()
     current = machines.get_machine(conn, machine_id)
+    revealed = auth.pop_revealed(machine_id)
     show_all = request.args.get("all") == "1"
     offset = _offset()
     page, total = tokens.list_tokens(
@@ -326,7 +325,7 @@ def _machine_page(
     )
     everyone, _ = machines.list_machines(conn, limit=SCOPE_CANDIDATES_LIMIT, order_by="name")
     scoped = {m.id for m in current.scoped_machines}
-    html = render_template(
+    return render_template(
         "dashboard/machine.html",
         nav="machines",
         machine=current,
@@ -338,9 +337,8 @@ def _machine_page(
         next_offset=offset + TOKENS_PER_PAGE if offset + TOKENS_PER_PAGE < total else None,
         revealed_title=revealed[0] if revealed else None,
         revealed_secret=revealed[1] if revealed else None,
-        previous_token_ttl=previous_token_ttl,
+        default_previous_token_ttl=DEFAULT_PREVIOUS_TOKEN_TTL,
     )
-    return html
 
 
 @bp.post("/machines/<machine_id>")
@@ -357,7 +355,8 @@ def update_machine(machine_id: str) -> Response:
 @bp.post("/machines/<machine_id>/secret-key")
 def reveal_secret_key(machine_id: str) -> Any:
     secret = machines.get_secret_key(get_conn(), machine_id)
-    return _machine_page(machine_id, revealed=("Secret key", secret))
+    auth.stash_revealed(machine_id, "Secret key", secret)
+    return _back_to_machine(machine_id)
 
 
 @bp.post("/machines/<machine_id>/secret-key/rotate")
@@ -375,10 +374,13 @@ def rotate_secret_key(machine_id: str) -> Any:
             raise
         flash(err.long_message, "error")
         return _back_to_machine(machine_id)
-    flash("Secret key rotated.", "ok")
-    return _machine_page(
-        machine_id, revealed=("New secret key", secret), previous_token_ttl=previous_ttl
-    )
+    if previous_ttl:
+        flash(f"Secret key rotated. The previous key keeps working for {previous_ttl} seconds.",
+              "ok")  # fmt: skip
+    else:
+        flash("Secret key rotated. The previous key stopped working at once.", "ok")
+    auth.stash_revealed(machine_id, "New secret key", secret)
+    return _back_to_machine(machine_id)
 
 
 @bp.post("/machines/<machine_id>/scopes")

@@ -258,7 +258,7 @@ def test_an_explicit_session_secret_is_used_when_set(tmp_path):
 
 
 def test_a_session_older_than_its_lifetime_is_signed_out(client):
-    with client.session_transaction() as session:
+    with client.session_transaction("/dashboard/") as session:  # the cookie's path
         session["signed_in_at"] = int(time.time()) - SESSION_MAX_AGE_SECONDS - 1
     assert client.get("/dashboard/usage").status_code == 302
 
@@ -413,14 +413,48 @@ def test_machines_page_searches_like_the_api(client):
     assert "No machines match" in client.get("/dashboard/machines?query=nobody").text
 
 
-def test_creating_a_machine_shows_its_secret_key_once(client):
+def revealed(page: str) -> str | None:
+    match = re.search(r'id="secret-value">(ak_\w+)<', page)
+    return match.group(1) if match else None
+
+
+def session_data(app: Flask, client: FlaskClient) -> dict:
+    """The session cookie as the server reads it (signed, not encrypted)."""
+    cookie = client.get_cookie("mock_issuer_dashboard", path="/dashboard")
+    return app.session_interface.get_signing_serializer(app).loads(cookie.value)
+
+
+def test_creating_a_machine_redirects_and_shows_its_secret_key_once(app, client):
     resp = post(client, "/dashboard/machines", name="billing", default_token_ttl="120")
-    assert resp.status_code == 200
-    secret = re.search(r'id="secret-value">(ak_\w+)<', resp.text).group(1)
-    machine_id = re.search(r"(mch_\w{27})", resp.text).group(1)
+    assert resp.status_code == 303
+    machine_id = re.fullmatch(r"/dashboard/machines/(mch_\w{27})", resp.location).group(1)
+    assert "ak_" not in json.dumps(session_data(app, client))  # sealed, not readable
+    page = client.get(resp.location).text
+    secret = revealed(page)
+    assert "Machine billing created." in page
     assert api_machine(client, machine_id)["default_token_ttl"] == 120
     assert client.get(f"/v1/machines/{machine_id}/secret_key", headers=SK).json["secret"] == secret
-    assert secret not in client.get(f"/dashboard/machines/{machine_id}").text
+    reloaded = client.get(resp.location).text  # what a reload of the page after the POST does
+    assert revealed(reloaded) is None and secret not in reloaded
+    assert client.get("/v1/machines", headers=SK).json["total_count"] == 4
+
+
+def test_a_revealed_secret_is_shown_only_on_its_own_machines_page(client):
+    resp = post(client, f"/dashboard/machines/{CALLER.id}/secret-key")
+    assert CALLER.secret_key not in client.get(f"/dashboard/machines/{OUTSIDER.id}").text
+    assert revealed(client.get(resp.location).text) is None  # the one showing was used up
+
+
+def test_a_tampered_sealed_secret_is_not_shown(client):
+    resp = post(client, f"/dashboard/machines/{CALLER.id}/secret-key")
+    with client.session_transaction("/dashboard/") as session:  # the cookie's path
+        entry = session["revealed"]
+        entry["sealed"] = entry["sealed"][:-4] + (
+            "AAAA" if entry["sealed"][-4:] != "AAAA" else "BBBB"
+        )
+        session["revealed"] = entry
+    page = client.get(resp.location)
+    assert page.status_code == 200 and revealed(page.text) is None
 
 
 @pytest.mark.parametrize(
@@ -493,18 +527,41 @@ def test_the_secret_key_is_shown_only_on_request(client):
     page = client.get(f"/dashboard/machines/{CALLER.id}").text
     assert CALLER.secret_key not in page
     resp = post(client, f"/dashboard/machines/{CALLER.id}/secret-key")
-    assert resp.status_code == 200 and CALLER.secret_key in resp.text
-    assert resp.headers["Cache-Control"] == "no-store"
+    assert resp.status_code == 303 and CALLER.secret_key not in resp.location
+    shown = client.get(resp.location)
+    assert revealed(shown.text) == CALLER.secret_key
+    assert shown.headers["Cache-Control"] == "no-store"
 
 
 def test_rotating_keeps_the_old_key_for_previous_token_ttl(client):
     resp = post(
         client, f"/dashboard/machines/{CALLER.id}/secret-key/rotate", previous_token_ttl="60"
     )
-    new_key = re.search(r'id="secret-value">(ak_\w+)<', resp.text).group(1)
-    assert new_key != CALLER.secret_key and "keeps working for 60 seconds." in resp.text
+    assert resp.status_code == 303
+    page = client.get(resp.location).text
+    new_key = revealed(page)
+    assert new_key != CALLER.secret_key and "keeps working for 60 seconds." in page
     mint(client, key=new_key)
     mint(client, key=CALLER.secret_key)  # still accepted for 60 s
+
+
+def test_reloading_after_a_rotation_neither_rotates_again_nor_shows_the_key_again(client):
+    resp = post(
+        client, f"/dashboard/machines/{CALLER.id}/secret-key/rotate", previous_token_ttl="60"
+    )
+    new_key = revealed(client.get(resp.location).text)
+    reloaded = client.get(resp.location).text
+    assert revealed(reloaded) is None and new_key not in reloaded
+    secret = client.get(f"/v1/machines/{CALLER.id}/secret_key", headers=SK).json["secret"]
+    assert secret == new_key
+
+
+def test_the_rotate_form_keeps_the_old_key_an_hour_by_default_and_says_what_0_does(client):
+    page = client.get(f"/dashboard/machines/{CALLER.id}").text
+    field = re.search(r'<input id="previous_token_ttl"[^>]*>', page).group(0)
+    assert 'value="3600"' in field and 'aria-describedby="previous-ttl-help"' in field
+    help_text = re.search(r'id="previous-ttl-help">([^<]*)<', page).group(1)
+    assert "0 retires the old key at once" in help_text
 
 
 def test_rotating_with_zero_previous_ttl_retires_the_old_key_at_once(client):

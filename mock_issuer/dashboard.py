@@ -29,8 +29,6 @@ from werkzeug.wrappers import Response
 
 from . import dashboard_auth as auth
 from . import db, machines, tokens, usage
-from .api_machines import _name as validate_name
-from .api_machines import _ttl as validate_ttl
 from .charts import render_stacked_bars
 from .dashboard_queries import billable_counts, counts_since
 from .db_access import get_conn
@@ -297,8 +295,8 @@ def machines_page() -> Any:
 @bp.post("/machines")
 def create_machine() -> Any:
     try:
-        name = validate_name(request.form.get("name", "").strip())
-        ttl = validate_ttl(_form_int("default_token_ttl"))
+        name = machines.validate_name(request.form.get("name", "").strip())
+        ttl = machines.validate_default_token_ttl(_form_int("default_token_ttl"))
         machine, secret_key = machines.create_machine(get_conn(), name, default_token_ttl=ttl)
     except ClerkError as err:
         flash(err.long_message, "error")
@@ -344,8 +342,8 @@ def machine(machine_id: str) -> Any:
 @bp.post("/machines/<machine_id>")
 def update_machine(machine_id: str) -> Response:
     def action() -> str:
-        name = validate_name(request.form.get("name", "").strip())
-        ttl = validate_ttl(_form_int("default_token_ttl"))
+        name = machines.validate_name(request.form.get("name", "").strip())
+        ttl = machines.validate_default_token_ttl(_form_int("default_token_ttl"))
         machines.update_machine(get_conn(), machine_id, name=name, default_token_ttl=ttl)
         return "Settings saved."
 

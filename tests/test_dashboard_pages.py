@@ -473,6 +473,27 @@ def test_creating_a_machine_with_bad_input_shows_the_apis_error(client, form, me
     assert client.get("/v1/machines", headers=SK).json["total_count"] == 3
 
 
+@pytest.mark.parametrize("blank", [" ", "  \t\n", "\u3000"])
+def test_a_blank_name_is_refused_by_the_api_naming_the_field(client, blank):
+    created = client.post("/v1/machines", json={"name": blank}, headers=SK)
+    renamed = client.patch(f"/v1/machines/{CALLER.id}", json={"name": blank}, headers=SK)
+    for resp in (created, renamed):
+        assert resp.status_code == 422
+        error = resp.json["errors"][0]
+        assert error["meta"] == {"param_name": "name"} and "blank" in error["long_message"]
+    assert client.get("/v1/machines", headers=SK).json["total_count"] == 3
+    assert api_machine(client, CALLER.id)["name"] == CALLER.name
+
+
+def test_a_blank_name_is_refused_by_the_dashboard(client):
+    post(client, "/dashboard/machines", name="   ", default_token_ttl="60")
+    assert "name is invalid" in flashes(client, "/dashboard/machines")
+    post(client, f"/dashboard/machines/{CALLER.id}", name=" \t ", default_token_ttl="60")
+    assert "name is invalid" in flashes(client, f"/dashboard/machines/{CALLER.id}")
+    assert client.get("/v1/machines", headers=SK).json["total_count"] == 3
+    assert api_machine(client, CALLER.id)["name"] == CALLER.name
+
+
 def test_renaming_and_changing_the_default_ttl(client):
     resp = post(client, f"/dashboard/machines/{CALLER.id}", name="caller 2", default_token_ttl="90")
     assert resp.status_code == 303

@@ -33,7 +33,7 @@ from .charts import render_stacked_bars
 from .dashboard_queries import billable_counts, counts_since
 from .db_access import get_conn
 from .errors import ClerkError, invalid_param
-from .pricing import Prices, estimate, format_usd, month_bounds
+from .pricing import PROJECTION_WINDOW_DAYS, Prices, estimate, format_usd, month_bounds
 from .requests_util import as_int, as_str
 from .usage_view import (
     RANGES,
@@ -238,7 +238,8 @@ def usage_page() -> Any:
         charts = by_machine(report, machine_reports, names, time_range)
     now_dt = datetime.fromtimestamp(now / 1000, UTC)
     month_start = int(month_bounds(now_dt)[0].timestamp() * 1000)
-    creations, opaque_verifications = billable_counts(counts_since(conn, month_start))
+    month_to_date = billable_counts(counts_since(conn, month_start))
+    trailing = billable_counts(counts_since(conn, now - PROJECTION_WINDOW_DAYS * 86_400_000))
     prices: Prices = current_app.extensions["dashboard_prices"]
     return render_template(
         "dashboard/usage.html",
@@ -255,7 +256,8 @@ def usage_page() -> Any:
         totals=totals_of(report["totals"]),
         format_rows=format_breakdown(report),
         machine_rows=machine_breakdown(report, names),
-        cost=estimate(creations, opaque_verifications, prices, now_dt),
+        cost=estimate(month_to_date, trailing, prices, now_dt),
+        projection_window_days=PROJECTION_WINDOW_DAYS,
         free_tiers=(prices.free_creations, prices.free_verifications),
     )
 

@@ -9,6 +9,8 @@ import shutil
 import sqlite3
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,7 @@ from flask.testing import FlaskClient
 
 from mock_issuer import create_app, db, metrics
 from mock_issuer.dashboard_auth import SESSION_MAX_AGE_SECONDS
+from mock_issuer.pricing import days_in_month, format_usd
 from tests.conftest import CALLER, OUTSIDER, RECEIVER, TEST_SECRET_KEY, test_seed
 
 SK = {"Authorization": f"Bearer {TEST_SECRET_KEY}"}
@@ -385,9 +388,16 @@ def test_cost_estimate_applies_the_free_tier_and_the_configured_prices(tmp_path)
     verify(client, tokens[0]["token"])  # 1 billable opaque verification: $0.25
     numbers = usage_numbers(client)
     assert numbers["cost-to-date"] == "$1.25"
+    # All of it within the last 30 days: projected = those counts x days in month / 30.
+    days = days_in_month(datetime.now(UTC))
+    creations = round(3 * days / 30)
+    verifications = round(1 * days / 30)
+    projected = (creations - 1) * Decimal("0.5") + verifications * Decimal("0.25")
+    assert numbers["cost-projected"] == format_usd(projected)
     page = client.get("/dashboard/usage").text
     assert "$0.5" in page and "$0.25" in page
     assert "1 requests were answered with an existing token" in page
+    assert f"the last 30 days scaled to the {days} days of" in " ".join(page.split())
     db.close_thread_connections()
 
 

@@ -97,7 +97,9 @@ class UsageCollector(Collector):
     def _families() -> tuple[CounterMetricFamily, CounterMetricFamily, CounterMetricFamily]:
         creations = CounterMetricFamily(
             "mock_issuer_token_creations",
-            "M2M tokens minted, by token format.",
+            "M2M tokens minted, by token format. Counted only when minting succeeds: a refused"
+            " create is a 4xx in mock_issuer_request_duration_seconds (route /v1/m2m_tokens or"
+            " /m2m_tokens, by status), not a creation.",
             labels=["format"],
         )
         reuses = CounterMetricFamily(

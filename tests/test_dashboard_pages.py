@@ -707,6 +707,22 @@ def test_metrics_count_creations_and_verifications_by_format_and_outcome(anon):
     assert metric(text, "mock_issuer_token_verifications_total", format="jwt", outcome="ok") == 0
 
 
+def test_metrics_count_only_successful_creations_and_say_so(anon):
+    refused = anon.post(
+        "/v1/m2m_tokens",
+        json={"token_format": "paper"},
+        headers={"Authorization": f"Bearer {CALLER.secret_key}"},
+    )
+    assert refused.status_code == 422
+    mint(anon)
+    text = anon.get("/metrics").text
+    assert metric(text, "mock_issuer_token_creations_total", format="opaque") == 1
+    assert metric(text, "mock_issuer_request_duration_seconds_count", method="POST",
+                  route="/v1/m2m_tokens", status="422") == 1  # fmt: skip
+    help_line = re.search(r"^# HELP mock_issuer_token_creations_total (.*)$", text, re.M).group(1)
+    assert "Counted only when minting succeeds" in help_line
+
+
 def test_metrics_record_request_latency_by_route_pattern(anon):
     def count() -> float:
         text = anon.get("/metrics").text

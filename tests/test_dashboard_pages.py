@@ -417,6 +417,19 @@ def test_machines_page_lists_the_seeded_machines_and_their_scopes(client):
     assert CALLER.secret_key not in page
 
 
+def test_machines_are_paged_keeping_the_search(client):
+    for i in range(51):
+        name = f"paged-{i:02d}"
+        assert client.post("/v1/machines", json={"name": name}, headers=SK).status_code == 200
+    first = client.get("/dashboard/machines?query=paged").text
+    assert first.count("paged-") == 50 and "paged-50" not in first
+    assert 'href="/dashboard/machines?offset=50&amp;query=paged">Next page' in first
+    second = client.get("/dashboard/machines?query=paged&offset=50").text
+    assert "paged-50" in second and "paged-49" not in second
+    assert 'href="/dashboard/machines?offset=0&amp;query=paged">Previous page' in second
+    assert "Next page" not in second
+
+
 def test_machines_page_searches_like_the_api(client):
     page = client.get("/dashboard/machines?query=outsider").text
     assert OUTSIDER.id in page and CALLER.id not in page

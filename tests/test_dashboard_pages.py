@@ -17,7 +17,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from mock_issuer import create_app, db, metrics
+from mock_issuer import create_app, db, machines, metrics
 from mock_issuer.dashboard_auth import SESSION_MAX_AGE_SECONDS
 from mock_issuer.pricing import days_in_month, format_usd
 from tests.conftest import CALLER, OUTSIDER, RECEIVER, TEST_SECRET_KEY, test_seed
@@ -313,6 +313,58 @@ def test_pages_send_security_headers(client):
     assert resp.headers["X-Frame-Options"] == "DENY"
     assert "frame-ancestors 'none'" in resp.headers["Content-Security-Policy"]
     assert resp.headers["Cache-Control"] == "no-store"
+
+
+def assert_html_error_page(resp, status: int) -> None:
+    assert resp.status_code == status and resp.mimetype == "text/html"
+    assert f"<h1>{status} " in resp.text and "Back to the dashboard" in resp.text
+    assert resp.headers["X-Frame-Options"] == "DENY"
+    assert resp.headers["Cache-Control"] == "no-store"
+
+
+@pytest.mark.parametrize("signed_in_client", [False, True])
+def test_an_unknown_dashboard_path_is_an_html_404_page(anon, client, signed_in_client):
+    resp = (client if signed_in_client else anon).get("/dashboard/no-such-page/x")
+    assert_html_error_page(resp, 404)
+
+
+def test_a_wrong_method_under_the_dashboard_is_an_html_405_page(client):
+    resp = client.get("/dashboard/sign-out")
+    assert_html_error_page(resp, 405)
+    assert "POST" in resp.headers["Allow"] and "GET" not in resp.headers["Allow"]
+    assert signed_in(client)
+
+
+def test_a_crash_under_the_dashboard_is_an_html_500_page_without_details(
+    client, monkeypatch, caplog
+):
+    def crash(*args, **kwargs):
+        raise RuntimeError("internal detail")
+
+    monkeypatch.setattr(machines, "list_machines", crash)
+    resp = client.get("/dashboard/machines")
+    assert_html_error_page(resp, 500)
+    assert "internal detail" not in resp.text
+    assert "internal detail" in caplog.text  # logged for the operator
+
+
+@pytest.mark.parametrize("path", ["/no-such-route", "/dashboardx", "/v1/machines/x/nope"])
+def test_errors_outside_the_dashboard_keep_the_json_envelope(client, path):
+    resp = client.get(path, headers=SK)
+    assert resp.status_code == 404 and resp.headers["Content-Type"] == "application/json"
+    assert resp.json["errors"][0]["code"] == "resource_not_found"
+    wrong_method = client.put("/v1/machines", headers=SK)
+    assert wrong_method.status_code == 405 and wrong_method.json["errors"]
+
+
+def test_a_crash_in_the_api_keeps_the_json_envelope(client, monkeypatch):
+    def crash(*args, **kwargs):
+        raise RuntimeError("internal detail")
+
+    monkeypatch.setattr(machines, "list_machines", crash)
+    resp = client.get("/v1/machines", headers=SK)
+    assert resp.status_code == 500 and resp.headers["Content-Type"] == "application/json"
+    assert "internal detail" not in resp.text
 
 
 def test_stylesheet_is_served_without_signing_in(anon):

@@ -1,12 +1,24 @@
 """The cost estimate: free tiers, unit prices from settings, month-to-date, and the projection
 from the trailing 30 days."""
 
+import re
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 
-from mock_issuer.pricing import Prices, days_in_month, estimate, format_usd, month_bounds
+from mock_issuer.pricing import (
+    FREE_CREATIONS,
+    FREE_VERIFICATIONS,
+    PRICE_CREATION,
+    PRICE_VERIFICATION,
+    Prices,
+    days_in_month,
+    estimate,
+    format_usd,
+    month_bounds,
+)
 
 MID_JUNE = datetime(2026, 6, 16, 0, 0, tzinfo=UTC)  # a 30-day month
 
@@ -99,3 +111,11 @@ def test_days_in_month():
 )
 def test_format_usd(amount, text):
     assert format_usd(Decimal(amount)) == text
+
+
+def test_env_example_documents_every_dashboard_setting_with_its_default():
+    text = (Path(__file__).parent.parent / "mock_issuer" / ".env.example").read_text()
+    documented = dict(re.findall(r"^# (MOCK_ISSUER_\w+)=(.*)$", text, re.M))
+    for name, default in (PRICE_CREATION, PRICE_VERIFICATION, FREE_CREATIONS, FREE_VERIFICATIONS):
+        assert documented[name] == default
+    assert documented["MOCK_ISSUER_SESSION_SECRET"] == ""

@@ -5,7 +5,9 @@ the same whichever gunicorn worker answers the scrape, never go backwards when a
 answers, and survive restarts. Token counters come from the usage table (each process keeps a
 running total and reads only the records added since its previous scrape). Request latency is
 added to a small histogram table by every request (one upsert, ~30 us) instead of living in
-each worker's memory, where every scrape would see only the answering worker's requests.
+each worker's memory, where every scrape would see only the answering worker's requests. That
+table lives in its own SQLite file next to the database (`<name>.metrics.db`): recording a
+request never writes the issuer's data, and never waits for its write lock.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator
+from pathlib import Path
 
 from flask import Flask, Response, g, request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -166,15 +169,36 @@ class LatencyCollector(Collector):
         )
 
 
+def metrics_db_path(db_path: str) -> str:
+    """The latency file next to the issuer's database: `x.db` -> `x.metrics.db`."""
+    path = Path(db_path)
+    return str(path.with_name(f"{path.stem}.metrics.db"))
+
+
+def init_metrics_db(path: str) -> None:
+    """Create the latency file in WAL mode with its table; safe from several workers at once."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    conn = db.connect(path)
+    deadline = time.monotonic() + db.BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:  # switching to WAL can fail fast while another worker is doing the same
+            conn.execute("PRAGMA journal_mode = WAL")
+            break
+        except sqlite3.OperationalError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+    conn.execute(LATENCY_TABLE)
+
+
 def init_app(app: Flask) -> None:
-    """Add `/metrics` and time every request into the shared latency histogram table."""
-    path = app.config["MOCK_ISSUER_DB"]
-    db.init_db(path)  # idempotent: the file in WAL mode before this module adds its table
-    with db.write(db.connect(path)) as conn:
-        conn.execute(LATENCY_TABLE)
+    """Add `/metrics` and time every request into the shared latency histogram file."""
+    latency_path = metrics_db_path(app.config["MOCK_ISSUER_DB"])
+    init_metrics_db(latency_path)
+    app.extensions["metrics_db"] = latency_path
     registry = CollectorRegistry(auto_describe=True)
-    registry.register(UsageCollector(path))
-    registry.register(LatencyCollector(path))
+    registry.register(UsageCollector(app.config["MOCK_ISSUER_DB"]))
+    registry.register(LatencyCollector(latency_path))
 
     @app.before_request
     def _start_timer() -> None:
@@ -188,7 +212,7 @@ def init_app(app: Flask) -> None:
             route = request.url_rule.rule if request.url_rule else "unmatched"
             elapsed = time.perf_counter() - started
             record_latency(
-                db.connect(path), request.method, route, str(response.status_code), elapsed
+                db.connect(latency_path), request.method, route, str(response.status_code), elapsed
             )
         return response
 

@@ -63,6 +63,7 @@ def app(module_app) -> Flask:
     for leftover in (Path(f"{path}-wal"), Path(f"{path}-shm")):
         leftover.unlink(missing_ok=True)
     shutil.copyfile(snapshot, path)
+    db.connect(app.extensions["metrics_db"]).execute("DELETE FROM request_latency")
     return app
 
 
@@ -818,7 +819,7 @@ def test_metrics_add_the_records_made_between_scrapes(anon):
 
 
 def test_latency_histogram_is_cumulative_with_every_request_in_plus_inf(app):
-    conn = db.connect(app.config["MOCK_ISSUER_DB"])
+    conn = db.connect(app.extensions["metrics_db"])
     for seconds in (0.0005, 0.001, 0.02, 7.0):  # 0.001 is inside le="0.001": bounds include
         metrics.record_latency(conn, "GET", "/x", "200", seconds)
     text = app.test_client().get("/metrics").text
@@ -831,6 +832,20 @@ def test_latency_histogram_is_cumulative_with_every_request_in_plus_inf(app):
     assert metric(text, f"{name}_bucket", le="+Inf", **labels) == 4
     assert metric(text, f"{name}_count", **labels) == 4
     assert metric(text, f"{name}_sum", **labels) == pytest.approx(7.0215)
+
+
+def test_recording_latency_never_writes_the_issuers_own_database(app, anon):
+    issuer_db = db.connect(app.config["MOCK_ISSUER_DB"])
+    before = issuer_db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0]
+    anon.get("/v1/machines", headers={"Authorization": "Bearer sk_test_wrong"})  # rejected
+    anon.get("/healthz")
+    tables = [r[0] for r in issuer_db.execute("SELECT name FROM sqlite_master")]
+    assert "request_latency" not in tables and len(tables) == before
+    recorded = db.connect(app.extensions["metrics_db"]).execute(
+        "SELECT SUM(count) FROM request_latency"
+    )
+    assert recorded.fetchone()[0] == 2
+    assert app.extensions["metrics_db"] == app.config["MOCK_ISSUER_DB"][:-3] + ".metrics.db"
 
 
 def test_a_latency_the_database_refuses_is_logged_and_never_fails_the_request(caplog):

@@ -20,14 +20,6 @@ def _instance_only() -> None:
     require_instance()
 
 
-def _ttl(value: Any) -> int:
-    return as_int("default_token_ttl", value, 1, machines.MAX_TOKEN_TTL)
-
-
-def _name(value: Any) -> str:
-    return as_str("name", value, max_len=256)
-
-
 @bp.get("")
 def list_machines() -> Any:
     limit = query_int("limit", 10, 1, 500)
@@ -43,16 +35,14 @@ def list_machines() -> Any:
 @bp.post("")
 def create_machine() -> Any:
     data = json_body({"name", "scoped_machines", "default_token_ttl"})
-    name = _name(require(data, "name"))
+    name = machines.validate_name(require(data, "name"))
     scoped = [] if data.get("scoped_machines") is None else data["scoped_machines"]
     if not isinstance(scoped, list) or not all(isinstance(s, str) for s in scoped):
         raise invalid_param("scoped_machines", "must be a list of machine ids")
     ttl = data.get("default_token_ttl")
+    ttl = machines.DEFAULT_TOKEN_TTL if ttl is None else machines.validate_default_token_ttl(ttl)
     machine, secret_key = machines.create_machine(
-        get_conn(),
-        name,
-        scoped_machines=scoped,
-        default_token_ttl=machines.DEFAULT_TOKEN_TTL if ttl is None else _ttl(ttl),
+        get_conn(), name, scoped_machines=scoped, default_token_ttl=ttl
     )
     return jsonify({**machine.to_dict(), "secret_key": secret_key})
 
@@ -65,8 +55,9 @@ def get_machine(machine_id: str) -> Any:
 @bp.patch("/<machine_id>")
 def update_machine(machine_id: str) -> Any:
     data = json_body({"name", "default_token_ttl"}, required=False)
-    name = None if data.get("name") is None else _name(data["name"])
-    ttl = None if data.get("default_token_ttl") is None else _ttl(data["default_token_ttl"])
+    name = None if data.get("name") is None else machines.validate_name(data["name"])
+    ttl = data.get("default_token_ttl")
+    ttl = None if ttl is None else machines.validate_default_token_ttl(ttl)
     machine = machines.update_machine(get_conn(), machine_id, name=name, default_token_ttl=ttl)
     return jsonify(machine.to_dict())
 

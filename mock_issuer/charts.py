@@ -171,10 +171,5 @@ def render_stacked_bars(chart: BarChart) -> Markup:
     return Markup("".join(out))  # noqa: S704
 
 
-def series_colors(names: list[str]) -> dict[str, str]:
-    """A stable colour per series name, in the order given (wrapping round the palette)."""
-    return {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(names)}
-
-
 def _fmt(value: float) -> str:
     return f"{value:.1f}".rstrip("0").rstrip(".")

@@ -24,18 +24,16 @@ from flask import (
     request,
     url_for,
 )
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, InternalServerError
 from werkzeug.wrappers import Response
 
 from . import dashboard_auth as auth
 from . import db, machines, tokens, usage
-from .api_machines import _name as validate_name
-from .api_machines import _ttl as validate_ttl
 from .charts import render_stacked_bars
 from .dashboard_queries import billable_counts, counts_since
 from .db_access import get_conn
 from .errors import ClerkError, invalid_param
-from .pricing import Prices, estimate, format_usd, month_bounds
+from .pricing import PROJECTION_WINDOW_DAYS, Prices, estimate, format_usd, month_bounds
 from .requests_util import as_int, as_str
 from .usage_view import (
     RANGES,
@@ -63,6 +61,10 @@ PUBLIC_ENDPOINTS = {"dashboard.sign_in", "dashboard.static"}
 TOKENS_PER_PAGE = 20
 MACHINES_PER_PAGE = 50
 SCOPE_CANDIDATES_LIMIT = 500
+# A rotation keeps the old key working an hour unless told otherwise, so callers can pick up
+# the new key without failing (0 retires it at once).
+DEFAULT_PREVIOUS_TOKEN_TTL = 3600
+MAX_OFFSET = 10**9  # the API's bound too: SQLite takes 64-bit integers only
 REVOKED_FROM_DASHBOARD = "Revoked from the dashboard"
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; style-src 'self'; img-src 'self' data:;"
@@ -91,6 +93,35 @@ def init_app(app: Flask) -> None:
     settings = {**os.environ, **{k: v for k, v in app.config.items() if isinstance(v, str)}}
     app.extensions["dashboard_prices"] = Prices.from_settings(settings)
     app.register_blueprint(bp)
+    _html_errors_under_dashboard(app)
+
+
+def _html_errors_under_dashboard(app: Flask) -> None:
+    """Errors that never reach the blueprint's handlers (unknown /dashboard paths and wrong
+    methods fail in routing; a crash falls through to the app) get an HTML page on /dashboard
+    paths; every other path keeps the API's JSON envelope handlers, looked up here, after
+    `errors.register_error_handlers` has registered them, and called for those paths."""
+    api_handlers = dict(app.error_handler_spec[None][None])
+    api_http_error = api_handlers.get(HTTPException)
+    api_crash = api_handlers.get(Exception)
+
+    @app.errorhandler(HTTPException)
+    def _http(err: HTTPException) -> Any:
+        if _is_dashboard_path():
+            return _security_headers(_http_error(err))  # outside the blueprint's after_request
+        return api_http_error(err) if api_http_error else err
+
+    @app.errorhandler(Exception)
+    def _crash(err: Exception) -> Any:
+        if _is_dashboard_path():
+            log.exception("unexpected error on a dashboard page")
+            page = _error_page(500, "Internal Server Error", "Something went wrong: try again.")
+            return _security_headers(page)
+        return api_crash(err) if api_crash else InternalServerError()
+
+
+def _is_dashboard_path() -> bool:
+    return request.path == bp.url_prefix or request.path.startswith(f"{bp.url_prefix}/")
 
 
 # ---- request guards, headers, errors, template helpers ----
@@ -115,19 +146,25 @@ def _security_headers(response: Response) -> Response:
     return response
 
 
+def _error_page(code: int, name: str, description: str) -> Response:
+    """The dashboard's HTML error page (template helpers passed explicitly: a routing error
+    happens outside the blueprint, without its context processor)."""
+    html = render_template("dashboard/error.html", code=code, name=name, description=description,
+                           **_template_helpers())  # fmt: skip
+    return Response(html, status=code, mimetype="text/html")
+
+
 @bp.errorhandler(HTTPException)
-def _http_error(err: HTTPException) -> tuple[str, int]:
-    code = err.code or 500
-    return render_template(
-        "dashboard/error.html", code=code, name=err.name, description=err.description
-    ), code
+def _http_error(err: HTTPException) -> Response:
+    page = _error_page(err.code or 500, err.name, err.description or err.name)
+    if err.code == 405 and getattr(err, "valid_methods", None):
+        page.headers["Allow"] = ", ".join(err.valid_methods)
+    return page
 
 
 @bp.errorhandler(ClerkError)
-def _clerk_error(err: ClerkError) -> tuple[str, int]:
-    return render_template(
-        "dashboard/error.html", code=err.status, name=err.message, description=err.long_message
-    ), err.status
+def _clerk_error(err: ClerkError) -> Response:
+    return _error_page(err.status, err.message, err.long_message)
 
 
 @bp.context_processor
@@ -158,6 +195,12 @@ def _act(action: Callable[[], str], back: Callable[[], Response]) -> Response:
     except ClerkError as err:
         flash(err.long_message, "error")
     return back()
+
+
+def _offset() -> int:
+    """The `offset` query parameter clamped to 0..MAX_OFFSET (not a number: 0)."""
+    offset = request.args.get("offset", 0, type=int) or 0
+    return min(max(offset, 0), MAX_OFFSET)
 
 
 def _form_int(name: str) -> int:
@@ -230,7 +273,8 @@ def usage_page() -> Any:
         charts = by_machine(report, machine_reports, names, time_range)
     now_dt = datetime.fromtimestamp(now / 1000, UTC)
     month_start = int(month_bounds(now_dt)[0].timestamp() * 1000)
-    creations, opaque_verifications = billable_counts(counts_since(conn, month_start))
+    month_to_date = billable_counts(counts_since(conn, month_start))
+    trailing = billable_counts(counts_since(conn, now - PROJECTION_WINDOW_DAYS * 86_400_000))
     prices: Prices = current_app.extensions["dashboard_prices"]
     return render_template(
         "dashboard/usage.html",
@@ -247,7 +291,8 @@ def usage_page() -> Any:
         totals=totals_of(report["totals"]),
         format_rows=format_breakdown(report),
         machine_rows=machine_breakdown(report, names),
-        cost=estimate(creations, opaque_verifications, prices, now_dt),
+        cost=estimate(month_to_date, trailing, prices, now_dt),
+        projection_window_days=PROJECTION_WINDOW_DAYS,
         free_tiers=(prices.free_creations, prices.free_verifications),
     )
 
@@ -269,7 +314,7 @@ def _machine_names(conn, machine_ids: list[str | None]) -> dict[str, str]:
 @bp.get("/machines", endpoint="machines")
 def machines_page() -> Any:
     query = request.args.get("query", "").strip()
-    offset = max(0, request.args.get("offset", 0, type=int) or 0)
+    offset = _offset()
     page, total = machines.list_machines(
         get_conn(), limit=MACHINES_PER_PAGE, offset=offset, query=query or None, order_by="name"
     )
@@ -287,28 +332,24 @@ def machines_page() -> Any:
 @bp.post("/machines")
 def create_machine() -> Any:
     try:
-        name = validate_name(request.form.get("name", "").strip())
-        ttl = validate_ttl(_form_int("default_token_ttl"))
+        name = machines.validate_name(request.form.get("name", "").strip())
+        ttl = machines.validate_default_token_ttl(_form_int("default_token_ttl"))
         machine, secret_key = machines.create_machine(get_conn(), name, default_token_ttl=ttl)
     except ClerkError as err:
         flash(err.long_message, "error")
         return redirect(url_for("dashboard.machines"), 303)
     flash(f"Machine {machine.name} created.", "ok")
-    return _machine_page(machine.id, revealed=("Secret key of the new machine", secret_key))
+    auth.stash_revealed(machine.id, "Secret key of the new machine", secret_key)
+    return _back_to_machine(machine.id)
 
 
 @bp.get("/machines/<machine_id>")
 def machine(machine_id: str) -> Any:
-    return _machine_page(machine_id)
-
-
-def _machine_page(
-    machine_id: str, revealed: tuple[str, str] | None = None, previous_token_ttl: int = 0
-) -> Any:
     conn = get_conn()
     current = machines.get_machine(conn, machine_id)
+    revealed = auth.pop_revealed(machine_id)
     show_all = request.args.get("all") == "1"
-    offset = max(0, request.args.get("offset", 0, type=int) or 0)
+    offset = _offset()
     page, total = tokens.list_tokens(
         conn,
         machine_id,
@@ -319,7 +360,7 @@ def _machine_page(
     )
     everyone, _ = machines.list_machines(conn, limit=SCOPE_CANDIDATES_LIMIT, order_by="name")
     scoped = {m.id for m in current.scoped_machines}
-    html = render_template(
+    return render_template(
         "dashboard/machine.html",
         nav="machines",
         machine=current,
@@ -331,16 +372,15 @@ def _machine_page(
         next_offset=offset + TOKENS_PER_PAGE if offset + TOKENS_PER_PAGE < total else None,
         revealed_title=revealed[0] if revealed else None,
         revealed_secret=revealed[1] if revealed else None,
-        previous_token_ttl=previous_token_ttl,
+        default_previous_token_ttl=DEFAULT_PREVIOUS_TOKEN_TTL,
     )
-    return html
 
 
 @bp.post("/machines/<machine_id>")
 def update_machine(machine_id: str) -> Response:
     def action() -> str:
-        name = validate_name(request.form.get("name", "").strip())
-        ttl = validate_ttl(_form_int("default_token_ttl"))
+        name = machines.validate_name(request.form.get("name", "").strip())
+        ttl = machines.validate_default_token_ttl(_form_int("default_token_ttl"))
         machines.update_machine(get_conn(), machine_id, name=name, default_token_ttl=ttl)
         return "Settings saved."
 
@@ -350,7 +390,8 @@ def update_machine(machine_id: str) -> Response:
 @bp.post("/machines/<machine_id>/secret-key")
 def reveal_secret_key(machine_id: str) -> Any:
     secret = machines.get_secret_key(get_conn(), machine_id)
-    return _machine_page(machine_id, revealed=("Secret key", secret))
+    auth.stash_revealed(machine_id, "Secret key", secret)
+    return _back_to_machine(machine_id)
 
 
 @bp.post("/machines/<machine_id>/secret-key/rotate")
@@ -368,10 +409,13 @@ def rotate_secret_key(machine_id: str) -> Any:
             raise
         flash(err.long_message, "error")
         return _back_to_machine(machine_id)
-    flash("Secret key rotated.", "ok")
-    return _machine_page(
-        machine_id, revealed=("New secret key", secret), previous_token_ttl=previous_ttl
-    )
+    if previous_ttl:
+        flash(f"Secret key rotated. The previous key keeps working for {previous_ttl} seconds.",
+              "ok")  # fmt: skip
+    else:
+        flash("Secret key rotated. The previous key stopped working at once.", "ok")
+    auth.stash_revealed(machine_id, "New secret key", secret)
+    return _back_to_machine(machine_id)
 
 
 @bp.post("/machines/<machine_id>/scopes")

@@ -7,16 +7,28 @@ signs everybody out.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
+import posixpath
 import secrets
 import time
+from urllib.parse import unquote, urlsplit
 
-from flask import abort, request, session
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from flask import abort, current_app, request, session
 
 SESSION_LABEL = b"mock-issuer dashboard session cookie v1"
 SESSION_MAX_AGE_SECONDS = 12 * 3600
 CSRF_FIELD = "csrf_token"
+DASHBOARD = "/dashboard"
+REVEALED_FIELD = "revealed"
+REVEALED_KEY_INFO = b"mock-issuer dashboard revealed secret v1"
+NONCE_BYTES = 12
 
 
 def session_secret(instance_secret_key: str, override: str | None = None) -> str:
@@ -74,8 +86,59 @@ def check_csrf() -> None:
                                "Reload the page and try again.")  # fmt: skip
 
 
+def _revealed_cipher() -> AESGCM:
+    """AES-GCM under a key derived (HKDF) from the cookie-signing key: every worker has it."""
+    signing_key = current_app.secret_key
+    if isinstance(signing_key, str):
+        signing_key = signing_key.encode()
+    hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=REVEALED_KEY_INFO)
+    return AESGCM(hkdf.derive(signing_key))
+
+
+def stash_revealed(machine_id: str, title: str, secret: str) -> None:
+    """Keep a just-created or just-requested secret for the next view of its machine's page
+    (post/redirect/get). Encrypted, since the session cookie is signed but readable."""
+    nonce = secrets.token_bytes(NONCE_BYTES)
+    sealed = _revealed_cipher().encrypt(nonce, secret.encode(), machine_id.encode())
+    session[REVEALED_FIELD] = {
+        "machine_id": machine_id,
+        "title": title,
+        "sealed": base64.urlsafe_b64encode(nonce + sealed).decode(),
+    }
+
+
+def pop_revealed(machine_id: str) -> tuple[str, str] | None:
+    """(title, secret) stashed for this machine, removed from the session so it shows once."""
+    entry = session.pop(REVEALED_FIELD, None)
+    if not isinstance(entry, dict) or entry.get("machine_id") != machine_id:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(entry["sealed"])
+        secret = _revealed_cipher().decrypt(
+            raw[:NONCE_BYTES], raw[NONCE_BYTES:], machine_id.encode()
+        )
+    except (KeyError, TypeError, ValueError, binascii.Error, InvalidTag):
+        return None
+    return str(entry.get("title") or "Secret key"), secret.decode()
+
+
 def safe_next(target: str | None, default: str) -> str:
-    """Only follow `next` to a path inside the dashboard (no open redirect)."""
-    if target and target.startswith("/dashboard") and "//" not in target and "\\" not in target:
-        return target
-    return default
+    """`next` normalised, if it is a path inside the dashboard; else `default`.
+
+    Refuses control characters (a newline would break the Location header), backslashes, a
+    scheme or host, and any path that leaves /dashboard once `.`/`..` segments are resolved,
+    percent-encoded or not, as a browser would (no open redirect, no `/dashboard/../v1`).
+    """
+    if not target or "\\" in target or any(ord(c) < 32 or ord(c) == 127 for c in target):
+        return default
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or not parts.path.startswith("/"):
+        return default
+    for path in (parts.path, unquote(parts.path)):
+        normal = posixpath.normpath(path)
+        if normal != DASHBOARD and not normal.startswith(DASHBOARD + "/"):
+            return default
+    path = posixpath.normpath(parts.path)
+    if parts.path.endswith("/") and not path.endswith("/"):
+        path += "/"
+    return path + (f"?{parts.query}" if parts.query else "")

@@ -8,6 +8,7 @@ from typing import Any
 
 from . import db, ids
 from .errors import ClerkError, invalid_param, machine_not_found, not_found
+from .requests_util import as_int, as_str
 
 DEFAULT_TOKEN_TTL = 3600
 MAX_TOKEN_TTL = 315_360_000
@@ -22,6 +23,19 @@ ORDER_BY = {
     "+name": "name ASC, id ASC",
     "-name": "name DESC, id DESC",
 }
+
+
+def validate_name(value: Any) -> str:
+    """A machine name (API and dashboard): 1 to 256 characters, not only whitespace."""
+    name = as_str("name", value, max_len=256)
+    if not name.strip():
+        raise invalid_param("name", "must not be blank")
+    return name
+
+
+def validate_default_token_ttl(value: Any) -> int:
+    """A machine's default token lifetime in seconds (API and dashboard)."""
+    return as_int("default_token_ttl", value, 1, MAX_TOKEN_TTL)
 
 
 @dataclass

@@ -1,27 +1,59 @@
 """`GET /metrics` in Prometheus text format (prometheus-client).
 
-Token counters are read from the usage table at scrape time (a custom collector), so they are
-the same whichever gunicorn worker answers the scrape and survive restarts; each process keeps a
-running total and reads only the records added since its previous scrape. The request-latency
-histogram is kept in memory, so under gunicorn each worker reports only its own requests.
+Everything is read from the database at scrape time (custom collectors), so the numbers are
+the same whichever gunicorn worker answers the scrape, never go backwards when another worker
+answers, and survive restarts. Token counters come from the usage table (each process keeps a
+running total and reads only the records added since its previous scrape). Request latency is
+added to a small histogram table by every request (one upsert, ~30 us) instead of living in
+each worker's memory, where every scrape would see only the answering worker's requests. That
+table lives in its own SQLite file next to the database (`<name>.metrics.db`): recording a
+request never writes the issuer's data, and never waits for its write lock.
 """
 
 from __future__ import annotations
 
+import bisect
+import logging
+import math
+import sqlite3
 import threading
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Iterator
+from pathlib import Path
 
 from flask import Flask, Response, g, request
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from . import db, usage
 from .dashboard_queries import CountKey, counts_between_ids, last_usage_id
 
+log = logging.getLogger("mock_issuer")
+
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+LATENCY_LABELS = ("method", "route", "status")
+# One row per (labels, bucket upper bound): a few hundred rows at most, whatever the traffic.
+LATENCY_TABLE = """
+CREATE TABLE IF NOT EXISTS request_latency (
+    method TEXT NOT NULL,
+    route TEXT NOT NULL,
+    status TEXT NOT NULL,
+    le REAL NOT NULL,
+    count INTEGER NOT NULL,
+    seconds REAL NOT NULL,
+    PRIMARY KEY (method, route, status, le)
+) WITHOUT ROWID
+"""
+RECORD_LATENCY = (
+    "INSERT INTO request_latency (method, route, status, le, count, seconds)"
+    " VALUES (?, ?, ?, ?, 1, ?)"
+    " ON CONFLICT DO UPDATE SET count = count + 1, seconds = seconds + excluded.seconds"
+)
+WARN_EVERY_SECONDS = 60
+_last_warning = 0.0
 
 
 class UsageCollector(Collector):
@@ -68,7 +100,9 @@ class UsageCollector(Collector):
     def _families() -> tuple[CounterMetricFamily, CounterMetricFamily, CounterMetricFamily]:
         creations = CounterMetricFamily(
             "mock_issuer_token_creations",
-            "M2M tokens minted, by token format.",
+            "M2M tokens minted, by token format. Counted only when minting succeeds: a refused"
+            " create is a 4xx in mock_issuer_request_duration_seconds (route /v1/m2m_tokens or"
+            " /m2m_tokens, by status), not a creation.",
             labels=["format"],
         )
         reuses = CounterMetricFamily(
@@ -84,17 +118,87 @@ class UsageCollector(Collector):
         return creations, reuses, verifications
 
 
+def record_latency(
+    conn: sqlite3.Connection, method: str, route: str, status: str, seconds: float
+) -> None:
+    """Add one request to the shared histogram table: its bucket's count and its seconds.
+    A database error is logged (at most once a minute) and never fails the request."""
+    global _last_warning
+    i = bisect.bisect_left(LATENCY_BUCKETS, seconds)  # the first bound >= seconds
+    le = LATENCY_BUCKETS[i] if i < len(LATENCY_BUCKETS) else math.inf
+    try:
+        conn.execute(RECORD_LATENCY, (method, route, status, le, seconds))
+    except sqlite3.Error as exc:
+        if time.monotonic() - _last_warning > WARN_EVERY_SECONDS:
+            _last_warning = time.monotonic()
+            log.warning("request latency not recorded: %s", exc)
+
+
+class LatencyCollector(Collector):
+    """The request-latency histogram, summed over every worker from the shared table."""
+
+    def __init__(self, db_path: str) -> None:
+        self.db_path = db_path
+
+    def describe(self) -> Iterator[HistogramMetricFamily]:
+        return iter([self._family()])
+
+    def collect(self) -> Iterator[HistogramMetricFamily]:
+        rows = db.connect(self.db_path).execute(
+            "SELECT method, route, status, le, count, seconds FROM request_latency"
+        )
+        per_labels: defaultdict[tuple[str, ...], list[tuple[float, int, float]]] = defaultdict(list)
+        for method, route, status, le, count, seconds in rows:
+            per_labels[(method, route, status)].append((le, count, seconds))
+        family = self._family()
+        for labels, cells in sorted(per_labels.items()):
+            buckets = [
+                (floatToGoString(bound), sum(n for le, n, _ in cells if le <= bound))
+                for bound in (*LATENCY_BUCKETS, math.inf)
+            ]
+            family.add_metric(labels, buckets, sum_value=sum(s for _, _, s in cells))
+        yield family
+
+    @staticmethod
+    def _family() -> HistogramMetricFamily:
+        return HistogramMetricFamily(
+            "mock_issuer_request_duration_seconds",
+            "Time to answer an HTTP request, by method, route and status: every worker's"
+            " requests since the database was created.",
+            labels=list(LATENCY_LABELS),
+        )
+
+
+def metrics_db_path(db_path: str) -> str:
+    """The latency file next to the issuer's database: `x.db` -> `x.metrics.db`."""
+    path = Path(db_path)
+    return str(path.with_name(f"{path.stem}.metrics.db"))
+
+
+def init_metrics_db(path: str) -> None:
+    """Create the latency file in WAL mode with its table; safe from several workers at once."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    conn = db.connect(path)
+    deadline = time.monotonic() + db.BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:  # switching to WAL can fail fast while another worker is doing the same
+            conn.execute("PRAGMA journal_mode = WAL")
+            break
+        except sqlite3.OperationalError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+    conn.execute(LATENCY_TABLE)
+
+
 def init_app(app: Flask) -> None:
-    """Add `/metrics` and time every request into a latency histogram (per process)."""
+    """Add `/metrics` and time every request into the shared latency histogram file."""
+    latency_path = metrics_db_path(app.config["MOCK_ISSUER_DB"])
+    init_metrics_db(latency_path)
+    app.extensions["metrics_db"] = latency_path
     registry = CollectorRegistry(auto_describe=True)
     registry.register(UsageCollector(app.config["MOCK_ISSUER_DB"]))
-    latency = Histogram(
-        "mock_issuer_request_duration_seconds",
-        "Time to answer an HTTP request, by method, route and status (this process only).",
-        ["method", "route", "status"],
-        buckets=LATENCY_BUCKETS,
-        registry=registry,
-    )
+    registry.register(LatencyCollector(latency_path))
 
     @app.before_request
     def _start_timer() -> None:
@@ -106,8 +210,9 @@ def init_app(app: Flask) -> None:
         if started is not None:
             # The route pattern, not the path: bounded label values whatever ids are requested.
             route = request.url_rule.rule if request.url_rule else "unmatched"
-            latency.labels(request.method, route, str(response.status_code)).observe(
-                time.perf_counter() - started
+            elapsed = time.perf_counter() - started
+            record_latency(
+                db.connect(latency_path), request.method, route, str(response.status_code), elapsed
             )
         return response
 

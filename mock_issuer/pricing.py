@@ -16,6 +16,7 @@ PRICE_CREATION = ("MOCK_ISSUER_PRICE_CREATION", "0.001")
 PRICE_VERIFICATION = ("MOCK_ISSUER_PRICE_VERIFICATION", "0.00001")
 FREE_CREATIONS = ("MOCK_ISSUER_FREE_CREATIONS", "2500")
 FREE_VERIFICATIONS = ("MOCK_ISSUER_FREE_VERIFICATIONS", "100000")
+PROJECTION_WINDOW_DAYS = 30
 
 
 @dataclass(frozen=True)
@@ -52,10 +53,11 @@ class LineItem:
 
 @dataclass(frozen=True)
 class CostEstimate:
-    """Month-to-date cost and its linear projection to the whole (UTC calendar) month."""
+    """Month-to-date cost, and the month's projected cost: the trailing 30 days' usage scaled to
+    the days of this (UTC calendar) month, so a few events early in a month do not blow up."""
 
     month_label: str
-    elapsed_fraction: float
+    days_in_month: int
     month_to_date: tuple[LineItem, LineItem]
     projected: tuple[LineItem, LineItem]
 
@@ -81,45 +83,44 @@ def month_bounds(now: datetime) -> tuple[datetime, datetime]:
     return start, (start + timedelta(days=32)).replace(day=1)
 
 
-def elapsed_fraction(now: datetime) -> float:
-    """How much of this UTC month has passed, in (0, 1]."""
+def days_in_month(now: datetime) -> int:
     start, end = month_bounds(now)
-    fraction = (now.astimezone(UTC) - start) / (end - start)
-    return min(1.0, max(fraction, 1 / ((end - start).total_seconds())))
+    return (end - start).days
 
 
 def estimate(
-    creations: int, opaque_verifications: int, prices: Prices, now: datetime
+    month_to_date: tuple[int, int],
+    trailing_30_days: tuple[int, int],
+    prices: Prices,
+    now: datetime,
 ) -> CostEstimate:
-    """Bill this month's counts so far, and the same rate extrapolated to the whole month.
+    """Bill this month's (creations, opaque verifications) so far, and project the month from
+    the counts of the trailing 30 days times days-in-month / 30.
 
     JWT verifications happen on the receiver with the public keys, so they are never billed.
     """
-    fraction = elapsed_fraction(now)
-    projected_creations = round(creations / fraction)
-    projected_verifications = round(opaque_verifications / fraction)
+    days = days_in_month(now)
+    projected_creations, projected_verifications = (
+        round(count * days / PROJECTION_WINDOW_DAYS) for count in trailing_30_days
+    )
     return CostEstimate(
         month_label=now.astimezone(UTC).strftime("%B %Y"),
-        elapsed_fraction=fraction,
-        month_to_date=(
-            line_item("Token creations", creations, prices.free_creations, prices.creation),
-            line_item(
-                "Opaque verifications",
-                opaque_verifications,
-                prices.free_verifications,
-                prices.verification,
-            ),
-        ),
-        projected=(
-            line_item(
-                "Token creations", projected_creations, prices.free_creations, prices.creation
-            ),
-            line_item(
-                "Opaque verifications",
-                projected_verifications,
-                prices.free_verifications,
-                prices.verification,
-            ),
+        days_in_month=days,
+        month_to_date=_line_items(*month_to_date, prices),
+        projected=_line_items(projected_creations, projected_verifications, prices),
+    )
+
+
+def _line_items(
+    creations: int, opaque_verifications: int, prices: Prices
+) -> tuple[LineItem, LineItem]:
+    return (
+        line_item("Token creations", creations, prices.free_creations, prices.creation),
+        line_item(
+            "Opaque verifications",
+            opaque_verifications,
+            prices.free_verifications,
+            prices.verification,
         ),
     )
 

@@ -6,16 +6,20 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import sqlite3
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from mock_issuer import create_app, db
+from mock_issuer import create_app, db, machines, metrics
 from mock_issuer.dashboard_auth import SESSION_MAX_AGE_SECONDS
+from mock_issuer.pricing import days_in_month, format_usd
 from tests.conftest import CALLER, OUTSIDER, RECEIVER, TEST_SECRET_KEY, test_seed
 
 SK = {"Authorization": f"Bearer {TEST_SECRET_KEY}"}
@@ -59,6 +63,7 @@ def app(module_app) -> Flask:
     for leftover in (Path(f"{path}-wal"), Path(f"{path}-shm")):
         leftover.unlink(missing_ok=True)
     shutil.copyfile(snapshot, path)
+    db.connect(app.extensions["metrics_db"]).execute("DELETE FROM request_latency")
     return app
 
 
@@ -143,13 +148,50 @@ def test_sign_in_page_remembers_where_the_visitor_was_going(anon):
     assert resp.status_code == 303 and resp.location == "/dashboard/machines?query=cal"
 
 
-@pytest.mark.parametrize("target", ["https://evil.example/", "//evil.example/x", "/v1/machines"])
+OUTSIDE_TARGETS = [
+    "https://evil.example/",
+    "//evil.example/x",
+    "/v1/machines",
+    "/dashboard/../v1/machines",
+    "/dashboard/%2e%2e/v1/machines",
+    "/dashboard/./../../v1/machines",
+    "/dashboardx",
+    "/dashboard\r\nX-Injected: 1",
+    "/dashboard/machines\n",
+    "/dashboard/\x00",
+]
+
+
+@pytest.mark.parametrize("target", OUTSIDE_TARGETS)
 def test_sign_in_never_redirects_outside_the_dashboard(anon, target):
     resp = anon.post(
         "/dashboard/sign-in",
         data={"secret_key": TEST_SECRET_KEY, "csrf_token": csrf(anon), "next": target},
     )
     assert resp.status_code == 303 and resp.location == "/dashboard/usage"
+    assert "X-Injected" not in resp.headers
+
+
+@pytest.mark.parametrize("target", OUTSIDE_TARGETS)
+def test_a_signed_in_visit_to_sign_in_never_redirects_outside_the_dashboard(client, target):
+    resp = client.get("/dashboard/sign-in", query_string={"next": target})
+    assert resp.status_code == 302 and resp.location == "/dashboard/usage"
+
+
+@pytest.mark.parametrize(
+    ("target", "location"),
+    [
+        ("/dashboard/./machines//x/../?query=a", "/dashboard/machines/?query=a"),
+        ("/dashboard", "/dashboard"),
+        ("/dashboard/", "/dashboard/"),
+    ],
+)
+def test_sign_in_follows_next_inside_the_dashboard_once_normalised(anon, target, location):
+    resp = anon.post(
+        "/dashboard/sign-in",
+        data={"secret_key": TEST_SECRET_KEY, "csrf_token": csrf(anon), "next": target},
+    )
+    assert resp.status_code == 303 and resp.location == location
 
 
 @pytest.mark.parametrize("wrong", ["", "sk_test_wrong", TEST_SECRET_KEY + "x", CALLER.secret_key])
@@ -220,7 +262,7 @@ def test_an_explicit_session_secret_is_used_when_set(tmp_path):
 
 
 def test_a_session_older_than_its_lifetime_is_signed_out(client):
-    with client.session_transaction() as session:
+    with client.session_transaction("/dashboard/") as session:  # the cookie's path
         session["signed_in_at"] = int(time.time()) - SESSION_MAX_AGE_SECONDS - 1
     assert client.get("/dashboard/usage").status_code == 302
 
@@ -272,6 +314,58 @@ def test_pages_send_security_headers(client):
     assert resp.headers["X-Frame-Options"] == "DENY"
     assert "frame-ancestors 'none'" in resp.headers["Content-Security-Policy"]
     assert resp.headers["Cache-Control"] == "no-store"
+
+
+def assert_html_error_page(resp, status: int) -> None:
+    assert resp.status_code == status and resp.mimetype == "text/html"
+    assert f"<h1>{status} " in resp.text and "Back to the dashboard" in resp.text
+    assert resp.headers["X-Frame-Options"] == "DENY"
+    assert resp.headers["Cache-Control"] == "no-store"
+
+
+@pytest.mark.parametrize("signed_in_client", [False, True])
+def test_an_unknown_dashboard_path_is_an_html_404_page(anon, client, signed_in_client):
+    resp = (client if signed_in_client else anon).get("/dashboard/no-such-page/x")
+    assert_html_error_page(resp, 404)
+
+
+def test_a_wrong_method_under_the_dashboard_is_an_html_405_page(client):
+    resp = client.get("/dashboard/sign-out")
+    assert_html_error_page(resp, 405)
+    assert "POST" in resp.headers["Allow"] and "GET" not in resp.headers["Allow"]
+    assert signed_in(client)
+
+
+def test_a_crash_under_the_dashboard_is_an_html_500_page_without_details(
+    client, monkeypatch, caplog
+):
+    def crash(*args, **kwargs):
+        raise RuntimeError("internal detail")
+
+    monkeypatch.setattr(machines, "list_machines", crash)
+    resp = client.get("/dashboard/machines")
+    assert_html_error_page(resp, 500)
+    assert "internal detail" not in resp.text
+    assert "internal detail" in caplog.text  # logged for the operator
+
+
+@pytest.mark.parametrize("path", ["/no-such-route", "/dashboardx", "/v1/machines/x/nope"])
+def test_errors_outside_the_dashboard_keep_the_json_envelope(client, path):
+    resp = client.get(path, headers=SK)
+    assert resp.status_code == 404 and resp.headers["Content-Type"] == "application/json"
+    assert resp.json["errors"][0]["code"] == "resource_not_found"
+    wrong_method = client.put("/v1/machines", headers=SK)
+    assert wrong_method.status_code == 405 and wrong_method.json["errors"]
+
+
+def test_a_crash_in_the_api_keeps_the_json_envelope(client, monkeypatch):
+    def crash(*args, **kwargs):
+        raise RuntimeError("internal detail")
+
+    monkeypatch.setattr(machines, "list_machines", crash)
+    resp = client.get("/v1/machines", headers=SK)
+    assert resp.status_code == 500 and resp.headers["Content-Type"] == "application/json"
+    assert "internal detail" not in resp.text
 
 
 def test_stylesheet_is_served_without_signing_in(anon):
@@ -347,9 +441,16 @@ def test_cost_estimate_applies_the_free_tier_and_the_configured_prices(tmp_path)
     verify(client, tokens[0]["token"])  # 1 billable opaque verification: $0.25
     numbers = usage_numbers(client)
     assert numbers["cost-to-date"] == "$1.25"
+    # All of it within the last 30 days: projected = those counts x days in month / 30.
+    days = days_in_month(datetime.now(UTC))
+    creations = round(3 * days / 30)
+    verifications = round(1 * days / 30)
+    projected = (creations - 1) * Decimal("0.5") + verifications * Decimal("0.25")
+    assert numbers["cost-projected"] == format_usd(projected)
     page = client.get("/dashboard/usage").text
     assert "$0.5" in page and "$0.25" in page
     assert "1 requests were answered with an existing token" in page
+    assert f"the last 30 days scaled to the {days} days of" in " ".join(page.split())
     db.close_thread_connections()
 
 
@@ -369,20 +470,67 @@ def test_machines_page_lists_the_seeded_machines_and_their_scopes(client):
     assert CALLER.secret_key not in page
 
 
+def test_machines_are_paged_keeping_the_search(client):
+    for i in range(51):
+        name = f"paged-{i:02d}"
+        assert client.post("/v1/machines", json={"name": name}, headers=SK).status_code == 200
+    first = client.get("/dashboard/machines?query=paged").text
+    assert first.count("paged-") == 50 and "paged-50" not in first
+    assert 'href="/dashboard/machines?offset=50&amp;query=paged">Next page' in first
+    second = client.get("/dashboard/machines?query=paged&offset=50").text
+    assert "paged-50" in second and "paged-49" not in second
+    assert 'href="/dashboard/machines?offset=0&amp;query=paged">Previous page' in second
+    assert "Next page" not in second
+
+
 def test_machines_page_searches_like_the_api(client):
     page = client.get("/dashboard/machines?query=outsider").text
     assert OUTSIDER.id in page and CALLER.id not in page
     assert "No machines match" in client.get("/dashboard/machines?query=nobody").text
 
 
-def test_creating_a_machine_shows_its_secret_key_once(client):
+def revealed(page: str) -> str | None:
+    match = re.search(r'id="secret-value">(ak_\w+)<', page)
+    return match.group(1) if match else None
+
+
+def session_data(app: Flask, client: FlaskClient) -> dict:
+    """The session cookie as the server reads it (signed, not encrypted)."""
+    cookie = client.get_cookie("mock_issuer_dashboard", path="/dashboard")
+    return app.session_interface.get_signing_serializer(app).loads(cookie.value)
+
+
+def test_creating_a_machine_redirects_and_shows_its_secret_key_once(app, client):
     resp = post(client, "/dashboard/machines", name="billing", default_token_ttl="120")
-    assert resp.status_code == 200
-    secret = re.search(r'id="secret-value">(ak_\w+)<', resp.text).group(1)
-    machine_id = re.search(r"(mch_\w{27})", resp.text).group(1)
+    assert resp.status_code == 303
+    machine_id = re.fullmatch(r"/dashboard/machines/(mch_\w{27})", resp.location).group(1)
+    assert "ak_" not in json.dumps(session_data(app, client))  # sealed, not readable
+    page = client.get(resp.location).text
+    secret = revealed(page)
+    assert "Machine billing created." in page
     assert api_machine(client, machine_id)["default_token_ttl"] == 120
     assert client.get(f"/v1/machines/{machine_id}/secret_key", headers=SK).json["secret"] == secret
-    assert secret not in client.get(f"/dashboard/machines/{machine_id}").text
+    reloaded = client.get(resp.location).text  # what a reload of the page after the POST does
+    assert revealed(reloaded) is None and secret not in reloaded
+    assert client.get("/v1/machines", headers=SK).json["total_count"] == 4
+
+
+def test_a_revealed_secret_is_shown_only_on_its_own_machines_page(client):
+    resp = post(client, f"/dashboard/machines/{CALLER.id}/secret-key")
+    assert CALLER.secret_key not in client.get(f"/dashboard/machines/{OUTSIDER.id}").text
+    assert revealed(client.get(resp.location).text) is None  # the one showing was used up
+
+
+def test_a_tampered_sealed_secret_is_not_shown(client):
+    resp = post(client, f"/dashboard/machines/{CALLER.id}/secret-key")
+    with client.session_transaction("/dashboard/") as session:  # the cookie's path
+        entry = session["revealed"]
+        entry["sealed"] = entry["sealed"][:-4] + (
+            "AAAA" if entry["sealed"][-4:] != "AAAA" else "BBBB"
+        )
+        session["revealed"] = entry
+    page = client.get(resp.location)
+    assert page.status_code == 200 and revealed(page.text) is None
 
 
 @pytest.mark.parametrize(
@@ -399,6 +547,27 @@ def test_creating_a_machine_with_bad_input_shows_the_apis_error(client, form, me
     assert resp.status_code == 303
     assert message in flashes(client, "/dashboard/machines")
     assert client.get("/v1/machines", headers=SK).json["total_count"] == 3
+
+
+@pytest.mark.parametrize("blank", [" ", "  \t\n", "\u3000"])
+def test_a_blank_name_is_refused_by_the_api_naming_the_field(client, blank):
+    created = client.post("/v1/machines", json={"name": blank}, headers=SK)
+    renamed = client.patch(f"/v1/machines/{CALLER.id}", json={"name": blank}, headers=SK)
+    for resp in (created, renamed):
+        assert resp.status_code == 422
+        error = resp.json["errors"][0]
+        assert error["meta"] == {"param_name": "name"} and "blank" in error["long_message"]
+    assert client.get("/v1/machines", headers=SK).json["total_count"] == 3
+    assert api_machine(client, CALLER.id)["name"] == CALLER.name
+
+
+def test_a_blank_name_is_refused_by_the_dashboard(client):
+    post(client, "/dashboard/machines", name="   ", default_token_ttl="60")
+    assert "name is invalid" in flashes(client, "/dashboard/machines")
+    post(client, f"/dashboard/machines/{CALLER.id}", name=" \t ", default_token_ttl="60")
+    assert "name is invalid" in flashes(client, f"/dashboard/machines/{CALLER.id}")
+    assert client.get("/v1/machines", headers=SK).json["total_count"] == 3
+    assert api_machine(client, CALLER.id)["name"] == CALLER.name
 
 
 def test_renaming_and_changing_the_default_ttl(client):
@@ -455,18 +624,41 @@ def test_the_secret_key_is_shown_only_on_request(client):
     page = client.get(f"/dashboard/machines/{CALLER.id}").text
     assert CALLER.secret_key not in page
     resp = post(client, f"/dashboard/machines/{CALLER.id}/secret-key")
-    assert resp.status_code == 200 and CALLER.secret_key in resp.text
-    assert resp.headers["Cache-Control"] == "no-store"
+    assert resp.status_code == 303 and CALLER.secret_key not in resp.location
+    shown = client.get(resp.location)
+    assert revealed(shown.text) == CALLER.secret_key
+    assert shown.headers["Cache-Control"] == "no-store"
 
 
 def test_rotating_keeps_the_old_key_for_previous_token_ttl(client):
     resp = post(
         client, f"/dashboard/machines/{CALLER.id}/secret-key/rotate", previous_token_ttl="60"
     )
-    new_key = re.search(r'id="secret-value">(ak_\w+)<', resp.text).group(1)
-    assert new_key != CALLER.secret_key and "keeps working for 60 seconds." in resp.text
+    assert resp.status_code == 303
+    page = client.get(resp.location).text
+    new_key = revealed(page)
+    assert new_key != CALLER.secret_key and "keeps working for 60 seconds." in page
     mint(client, key=new_key)
     mint(client, key=CALLER.secret_key)  # still accepted for 60 s
+
+
+def test_reloading_after_a_rotation_neither_rotates_again_nor_shows_the_key_again(client):
+    resp = post(
+        client, f"/dashboard/machines/{CALLER.id}/secret-key/rotate", previous_token_ttl="60"
+    )
+    new_key = revealed(client.get(resp.location).text)
+    reloaded = client.get(resp.location).text
+    assert revealed(reloaded) is None and new_key not in reloaded
+    secret = client.get(f"/v1/machines/{CALLER.id}/secret_key", headers=SK).json["secret"]
+    assert secret == new_key
+
+
+def test_the_rotate_form_keeps_the_old_key_an_hour_by_default_and_says_what_0_does(client):
+    page = client.get(f"/dashboard/machines/{CALLER.id}").text
+    field = re.search(r'<input id="previous_token_ttl"[^>]*>', page).group(0)
+    assert 'value="3600"' in field and 'aria-describedby="previous-ttl-help"' in field
+    help_text = re.search(r'id="previous-ttl-help">([^<]*)<', page).group(1)
+    assert "0 retires the old key at once" in help_text
 
 
 def test_rotating_with_zero_previous_ttl_retires_the_old_key_at_once(client):
@@ -546,12 +738,19 @@ def test_tokens_are_paged(client):
     assert second.count('id="token-mt_') == 1 and "Newer tokens" in second
 
 
+@pytest.mark.parametrize("offset", ["99999999999999999999", "-99999999999999999999", "x"])
+@pytest.mark.parametrize("path", ["/dashboard/machines", f"/dashboard/machines/{CALLER.id}"])
+def test_any_offset_is_clamped_instead_of_failing(client, path, offset):
+    resp = client.get(f"{path}?offset={offset}")
+    assert resp.status_code == 200 and resp.mimetype == "text/html"
+
+
 # ---- /metrics ----
 
 
 def metric(text: str, name: str, **labels: str) -> float:
     label_text = ",".join(f'{k}="{v}"' for k, v in labels.items())
-    match = re.search(rf"^{name}\{{{label_text}\}} (\S+)$", text, re.M)
+    match = re.search(rf"^{name}\{{{re.escape(label_text)}\}} (\S+)$", text, re.M)
     assert match, f"{name}{{{label_text}}} not in metrics"
     return float(match.group(1))
 
@@ -572,6 +771,22 @@ def test_metrics_count_creations_and_verifications_by_format_and_outcome(anon):
         == 1
     )
     assert metric(text, "mock_issuer_token_verifications_total", format="jwt", outcome="ok") == 0
+
+
+def test_metrics_count_only_successful_creations_and_say_so(anon):
+    refused = anon.post(
+        "/v1/m2m_tokens",
+        json={"token_format": "paper"},
+        headers={"Authorization": f"Bearer {CALLER.secret_key}"},
+    )
+    assert refused.status_code == 422
+    mint(anon)
+    text = anon.get("/metrics").text
+    assert metric(text, "mock_issuer_token_creations_total", format="opaque") == 1
+    assert metric(text, "mock_issuer_request_duration_seconds_count", method="POST",
+                  route="/v1/m2m_tokens", status="422") == 1  # fmt: skip
+    help_line = re.search(r"^# HELP mock_issuer_token_creations_total (.*)$", text, re.M).group(1)
+    assert "Counted only when minting succeeds" in help_line
 
 
 def test_metrics_record_request_latency_by_route_pattern(anon):
@@ -601,3 +816,39 @@ def test_metrics_add_the_records_made_between_scrapes(anon):
     mint(anon)
     assert creations() == first + 2
     assert creations() == first + 2  # a scrape with nothing new changes nothing
+
+
+def test_latency_histogram_is_cumulative_with_every_request_in_plus_inf(app):
+    conn = db.connect(app.extensions["metrics_db"])
+    for seconds in (0.0005, 0.001, 0.02, 7.0):  # 0.001 is inside le="0.001": bounds include
+        metrics.record_latency(conn, "GET", "/x", "200", seconds)
+    text = app.test_client().get("/metrics").text
+    labels = {"method": "GET", "route": "/x", "status": "200"}
+    name = "mock_issuer_request_duration_seconds"
+    assert metric(text, f"{name}_bucket", le="0.001", **labels) == 2
+    assert metric(text, f"{name}_bucket", le="0.01", **labels) == 2
+    assert metric(text, f"{name}_bucket", le="0.025", **labels) == 3
+    assert metric(text, f"{name}_bucket", le="2.5", **labels) == 3
+    assert metric(text, f"{name}_bucket", le="+Inf", **labels) == 4
+    assert metric(text, f"{name}_count", **labels) == 4
+    assert metric(text, f"{name}_sum", **labels) == pytest.approx(7.0215)
+
+
+def test_recording_latency_never_writes_the_issuers_own_database(app, anon):
+    issuer_db = db.connect(app.config["MOCK_ISSUER_DB"])
+    before = issuer_db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0]
+    anon.get("/v1/machines", headers={"Authorization": "Bearer sk_test_wrong"})  # rejected
+    anon.get("/healthz")
+    tables = [r[0] for r in issuer_db.execute("SELECT name FROM sqlite_master")]
+    assert "request_latency" not in tables and len(tables) == before
+    recorded = db.connect(app.extensions["metrics_db"]).execute(
+        "SELECT SUM(count) FROM request_latency"
+    )
+    assert recorded.fetchone()[0] == 2
+    assert app.extensions["metrics_db"] == app.config["MOCK_ISSUER_DB"][:-3] + ".metrics.db"
+
+
+def test_a_latency_the_database_refuses_is_logged_and_never_fails_the_request(caplog):
+    broken = sqlite3.connect(":memory:")  # no request_latency table: every insert fails
+    metrics.record_latency(broken, "GET", "/x", "200", 0.01)
+    assert "request latency not recorded" in caplog.text

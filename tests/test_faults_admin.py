@@ -262,8 +262,11 @@ def test_a_hang_ends_at_once_when_the_faults_are_cleared(app, client):
     answers: list[int] = []
     worker = threading.Thread(target=lambda: answers.append(create(app.test_client()).status_code))
     worker.start()
-    time.sleep(0.3)
-    assert worker.is_alive()  # hanging
+    deadline = time.monotonic() + 10
+    while client.get(FAULTS, headers=SK).json["rules"][0]["matched"] < 1:  # now hanging
+        assert time.monotonic() < deadline, "the request never reached the hang rule"
+        time.sleep(0.01)
+    assert worker.is_alive()
     client.delete(FAULTS, headers=SK)
     worker.join(timeout=10)
     assert not worker.is_alive()

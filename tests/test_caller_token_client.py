@@ -405,11 +405,27 @@ def test_rejected_machine_key_names_the_setting_but_never_the_key(fake):
     assert MACHINE_KEY not in str(caught.value) and MACHINE_KEY not in repr(client)
 
 
+class CountingSession(requests.Session):
+    """A real Session that counts the requests it was asked to send."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.attempts = 0
+
+    def request(self, *args, **kwargs) -> requests.Response:
+        self.attempts += 1
+        return super().request(*args, **kwargs)
+
+
 def test_unreachable_issuer_is_retried_then_reported():
+    session, sleeps = CountingSession(), []
     client = M2MTokenClient(f"http://127.0.0.1:{free_port()}", MACHINE_KEY, timeout=1,
-                            retry=RetryPolicy(max_attempts=3), sleep=lambda _: None)  # fmt: skip
+                            retry=RetryPolicy(max_attempts=3), session=session,
+                            sleep=sleeps.append)  # fmt: skip
     with pytest.raises(IssuerUnavailable, match="unreachable"):
         client.get_token()
+    assert session.attempts == 3  # every attempt was made, with a backoff between two
+    assert len(sleeps) == 2 and all(0 <= s <= RetryPolicy().backoff_cap for s in sleeps)
 
 
 def test_issuer_timeout_is_bounded_and_reported(fake):

@@ -527,7 +527,9 @@ def _before_request() -> None:
     if rule.hang_seconds is not None:
         if not _pause(conn, rule.hang_seconds, state.version):
             return
-        raise fault_error(rule.status or 504, f"injected by fault rule {decision.rule_id}")
+        raise fault_error(
+            rule.status or 504, f"injected by fault rule {decision.rule_id}", rule.retry_after
+        )
     if rule.status is not None:
         raise fault_error(
             rule.status, f"injected by fault rule {decision.rule_id}", rule.retry_after

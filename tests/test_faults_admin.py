@@ -278,6 +278,15 @@ def test_a_hang_that_runs_its_course_answers_504(client):
     assert_envelope(create(client), 504, "gateway_timeout")
 
 
+@pytest.mark.parametrize("status", [429, 503])
+def test_a_hang_ending_in_429_or_503_sends_the_rules_own_retry_after(client, status):
+    put(client, {"route": "POST /m2m_tokens", "hang_seconds": 0.1, "status": status,
+                 "retry_after": 7})  # fmt: skip
+    resp = create(client)
+    assert resp.status_code == status
+    assert resp.headers["Retry-After"] == "7"
+
+
 # ---- rate limit ----
 
 

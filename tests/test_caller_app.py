@@ -319,6 +319,24 @@ def test_secret_key_value_never_appears_in_config_errors():
     assert "secretvalue" not in str(caught.value)
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "ftp://user:s3cr3t@127.0.0.1:8782",  # not http(s)
+        "http://user:s3cr3t@",  # no host
+        "http://user:s3cr3t@127.0.0.1:99999",  # bad port
+        "http://user:s3cr3t@127.0.0.1:8782/?a=1",  # a query
+    ],
+)
+@pytest.mark.parametrize("name", ["CLERK_API_URL", "RECEIVER_URL"])
+def test_url_errors_name_the_variable_but_never_repeat_the_url(name, url):
+    """A URL may carry credentials (user:password@): the error says which and what is wrong."""
+    with pytest.raises(ConfigError) as caught:
+        load_settings({**VALID_ENV, name: url})
+    assert str(caught.value).startswith(name)
+    assert "s3cr3t" not in str(caught.value) and "user" not in str(caught.value)
+
+
 def test_zero_given_to_create_app_is_a_value_not_unset(fake):
     config = app_config(fake, M2M_REFRESH_MARGIN_SECONDS=0, M2M_ISSUER_RETRY_BUDGET_SECONDS=0)
     app = create_app(config)

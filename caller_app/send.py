@@ -6,8 +6,8 @@ from __future__ import annotations
 import requests
 from flask import Blueprint, current_app, jsonify, request
 
-from caller_app.errors import json_error
-from caller_app.token_client import (
+from .errors import json_error
+from .token_client import (
     TOKEN_FORMATS,
     AuthorizedResponse,
     IssuerRequestRejected,
@@ -15,7 +15,7 @@ from caller_app.token_client import (
     M2MTokenClient,
     MachineSecretKeyRejected,
 )
-from caller_app.www_authenticate import parse_bearer_challenge
+from .www_authenticate import parse_bearer_challenge
 
 bp = Blueprint("send", __name__)
 

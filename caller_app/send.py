@@ -56,11 +56,9 @@ def send():
             issuer_status=exc.status,
             issuer_code=exc.code,
         )
-    except requests.Timeout:
-        message = f"the receiver at {url} timed out"
-        return json_error(502, "receiver_unreachable", message, dependency="receiver")
     except requests.RequestException as exc:
-        message = f"the receiver at {url} is unreachable ({type(exc).__name__})"
+        what = "timed out" if isinstance(exc, requests.Timeout) else "is unreachable"
+        message = f"the receiver at {url} {what} ({type(exc).__name__})"
         return json_error(502, "receiver_unreachable", message, dependency="receiver")
     return _receiver_answer(result, url)
 

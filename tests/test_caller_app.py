@@ -146,6 +146,18 @@ def test_receiver_down_is_a_502_naming_the_receiver(fake):
     assert answer.status_code == 502
     body = answer.get_json()
     assert body["error"] == "receiver_unreachable" and body["dependency"] == "receiver"
+    assert "is unreachable (ConnectionError)" in body["message"]
+
+
+def test_receiver_timing_out_is_a_502_naming_the_receiver_and_the_timeout(fake):
+    fake.receiver_delay = 1.0
+    config = app_config(fake, M2M_HTTP_TIMEOUT_SECONDS="0.2")
+    answer = create_app(config).test_client().get("/send")
+    assert answer.status_code == 502
+    body = answer.get_json()
+    assert body["error"] == "receiver_unreachable" and body["dependency"] == "receiver"
+    assert "timed out (ReadTimeout)" in body["message"]
+    assert len(fake.received) == 1  # not retried
 
 
 def test_receiver_5xx_is_a_502_naming_the_receiver(client, fake):

@@ -49,6 +49,7 @@ class FakeServer:
         self.rejected: set[str] = set()  # secrets the receiver answers 401 to
         self.receiver_script: deque[tuple] = deque()
         self.received: list[tuple[str, dict | None]] = []
+        self.receiver_delay = 0.0  # seconds the receiver waits before answering
         self.app = self._build_app()
         self._server = make_server("127.0.0.1", 0, self.app, threaded=True)
         self.url = f"http://127.0.0.1:{self._server.server_port}"
@@ -99,6 +100,8 @@ class FakeServer:
             with self.lock:
                 self.received.append((secret, request.get_json(silent=True)))
                 scripted = self.receiver_script.popleft() if self.receiver_script else None
+            if self.receiver_delay:
+                time.sleep(self.receiver_delay)
             if scripted is not None:
                 status, headers = scripted[:2]
                 body = scripted[2] if len(scripted) > 2 else {"error": "scripted"}

@@ -192,11 +192,6 @@ class M2MTokenClient:
                 if cached.id == token.id:
                     del self._tokens[key]
 
-    def clear(self) -> None:
-        """Forget every cached token (e.g. after rotating the machine secret key)."""
-        with self._lock:
-            self._tokens.clear()
-
     # -- presenting tokens ------------------------------------------------------------------
 
     def request(

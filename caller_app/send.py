@@ -3,6 +3,8 @@ answer that names the dependency that failed, never a traceback."""
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 import requests
 from flask import Blueprint, current_app, jsonify, request
 
@@ -39,6 +41,7 @@ def send():
     if token_format not in TOKEN_FORMATS:
         return json_error(400, "invalid_format", "format must be opaque or jwt", dependency=None)
     url = f"{settings.receiver_url}/receive"
+    shown = _without_credentials(url)  # the URL as errors and logs may show it
     try:
         result = client.request("POST", url, token_format=token_format, json=MESSAGE)
     except IssuerUnavailable as exc:
@@ -58,9 +61,15 @@ def send():
         )
     except requests.RequestException as exc:
         what = "timed out" if isinstance(exc, requests.Timeout) else "is unreachable"
-        message = f"the receiver at {url} {what} ({type(exc).__name__})"
+        message = f"the receiver at {shown} {what} ({type(exc).__name__})"
         return json_error(502, "receiver_unreachable", message, dependency="receiver")
-    return _receiver_answer(result, url)
+    return _receiver_answer(result, shown)
+
+
+def _without_credentials(url: str) -> str:
+    """`url` without any user:password@ part, which must never reach an answer or a log."""
+    parts = urlsplit(url)
+    return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
 
 
 def _receiver_answer(result: AuthorizedResponse, url: str):

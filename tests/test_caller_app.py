@@ -149,6 +149,15 @@ def test_receiver_down_is_a_502_naming_the_receiver(fake):
     assert "is unreachable (ConnectionError)" in body["message"]
 
 
+def test_receiver_url_credentials_never_reach_the_answer_or_the_log(fake, caplog):
+    config = app_config(fake, RECEIVER_URL=f"http://user:s3cr3t@127.0.0.1:{free_port()}")
+    answer = create_app(config).test_client().get("/send")
+    assert answer.status_code == 502
+    assert "the receiver at http://127.0.0.1:" in answer.get_json()["message"]
+    assert "s3cr3t" not in answer.get_data(as_text=True) and "s3cr3t" not in caplog.text
+    assert "receiver_unreachable" in caplog.text  # the error was logged, without the password
+
+
 def test_receiver_timing_out_is_a_502_naming_the_receiver_and_the_timeout(fake):
     fake.receiver_delay = 1.0
     config = app_config(fake, M2M_HTTP_TIMEOUT_SECONDS="0.2")

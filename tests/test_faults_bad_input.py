@@ -401,6 +401,9 @@ def receiver_requests(draw: st.DrawFn, tokens: list[str]) -> FuzzRequest:
     )
 
 
+NOT_MULTIPART = CONTENT_TYPES.filter(lambda c: not (c or "").startswith("multipart/"))
+
+
 @st.composite
 def usable_receiver_requests(draw: st.DrawFn, valid: list[str]) -> FuzzRequest:
     """A request /receive must accept: a valid token and no body, or a JSON object whose
@@ -414,7 +417,7 @@ def usable_receiver_requests(draw: st.DrawFn, valid: list[str]) -> FuzzRequest:
         method="POST",
         path="/receive",
         body=body,
-        content_type=draw(st.sampled_from(json_types) if body else CONTENT_TYPES),
+        content_type=draw(st.sampled_from(json_types) if body else NOT_MULTIPART),
         authorization=draw(st.sampled_from(valid).map(lambda t: f"Bearer {t}")),
         query=draw(query_strings(set()).filter(lambda q: "access_token" not in q)),
     )
@@ -439,9 +442,11 @@ def sends_valid_token(req: FuzzRequest, valid: list[str]) -> bool:
 def is_usable_message(req: FuzzRequest) -> bool:
     """Whether /receive must accept this body: none at all, or, sent as JSON, under the size and
     depth limits, a JSON object whose `message` is a string or absent (null counts as absent)."""
+    mimetype = parse_options_header(req.content_type or "")[0].lower()
+    if mimetype.startswith("multipart/"):
+        return False  # Flask's test client writes a multipart body of its own when given none
     if not req.body:
         return True
-    mimetype = parse_options_header(req.content_type or "")[0].lower()
     if len(req.body) > RECEIVER_MAX_BODY or not (
         mimetype == "application/json"
         or (mimetype.startswith("application/") and mimetype.endswith("+json"))

@@ -14,9 +14,9 @@ from pathlib import Path
 from dotenv import dotenv_values
 from flask import Flask
 
-from caller_app.config import Settings, load_settings
-from caller_app.errors import register_error_handlers
-from caller_app.token_client import M2MTokenClient, RetryPolicy
+from .config import Settings, load_settings
+from .errors import register_error_handlers
+from .token_client import M2MTokenClient, RetryPolicy
 
 APP_DIR = Path(__file__).resolve().parent
 
@@ -33,7 +33,7 @@ def create_app(config: Mapping[str, object] | None = None) -> Flask:
     if not app.debug:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
-    from caller_app import send
+    from . import send
 
     app.register_blueprint(send.bp)
     register_error_handlers(app)

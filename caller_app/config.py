@@ -92,21 +92,22 @@ def _refresh_margin(env: Mapping[str, str], ttl: int | None) -> float:
 
 
 def _url(env: Mapping[str, str], name: str, default: str | None = None) -> str:
-    """An http(s) base URL with a host, to which a path such as /receive can be appended."""
+    """An http(s) base URL with a host, to which a path such as /receive can be appended.
+    Errors never repeat the value: a URL may hold credentials (user:password@)."""
     value = _text(env, name) or default
     if not value:
         raise ConfigError(f"{name} is not set (see caller_app/.env.example)")
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https"):
-        raise ConfigError(f"{name} must be an http:// or https:// URL, not {value!r}")
+        raise ConfigError(f"{name} must be an http:// or https:// URL")
     if not parts.hostname:
-        raise ConfigError(f"{name} must name a host, as in http://127.0.0.1:8782, not {value!r}")
+        raise ConfigError(f"{name} must name a host, as in http://127.0.0.1:8782")
     try:
         parts.port  # noqa: B018 (urlsplit checks the port only when asked for it)
     except ValueError:
-        raise ConfigError(f"{name} has an invalid port: {value!r}") from None
+        raise ConfigError(f"{name} has an invalid port") from None
     if parts.query or parts.fragment:
-        raise ConfigError(f"{name} must not have a query or fragment: {value!r}")
+        raise ConfigError(f"{name} must not have a query or fragment")
     return value.rstrip("/")
 
 

@@ -3,11 +3,13 @@ answer that names the dependency that failed, never a traceback."""
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 import requests
 from flask import Blueprint, current_app, jsonify, request
 
-from caller_app.errors import json_error
-from caller_app.token_client import (
+from .errors import json_error
+from .token_client import (
     TOKEN_FORMATS,
     AuthorizedResponse,
     IssuerRequestRejected,
@@ -15,7 +17,7 @@ from caller_app.token_client import (
     M2MTokenClient,
     MachineSecretKeyRejected,
 )
-from caller_app.www_authenticate import parse_bearer_challenge
+from .www_authenticate import parse_bearer_challenge
 
 bp = Blueprint("send", __name__)
 
@@ -39,6 +41,7 @@ def send():
     if token_format not in TOKEN_FORMATS:
         return json_error(400, "invalid_format", "format must be opaque or jwt", dependency=None)
     url = f"{settings.receiver_url}/receive"
+    shown = _without_credentials(url)  # the URL as errors and logs may show it
     try:
         result = client.request("POST", url, token_format=token_format, json=MESSAGE)
     except IssuerUnavailable as exc:
@@ -56,13 +59,17 @@ def send():
             issuer_status=exc.status,
             issuer_code=exc.code,
         )
-    except requests.Timeout:
-        message = f"the receiver at {url} timed out"
-        return json_error(502, "receiver_unreachable", message, dependency="receiver")
     except requests.RequestException as exc:
-        message = f"the receiver at {url} is unreachable ({type(exc).__name__})"
+        what = "timed out" if isinstance(exc, requests.Timeout) else "is unreachable"
+        message = f"the receiver at {shown} {what} ({type(exc).__name__})"
         return json_error(502, "receiver_unreachable", message, dependency="receiver")
-    return _receiver_answer(result, url)
+    return _receiver_answer(result, shown)
+
+
+def _without_credentials(url: str) -> str:
+    """`url` without any user:password@ part, which must never reach an answer or a log."""
+    parts = urlsplit(url)
+    return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
 
 
 def _receiver_answer(result: AuthorizedResponse, url: str):

@@ -141,7 +141,6 @@ class M2MTokenClient:
         self._lock = threading.Lock()
         self._tokens: dict[tuple[str, int | None], M2MToken] = {}
         self._flights: dict[tuple[str, int | None], Future[M2MToken]] = {}
-        self.created_count = 0  # tokens this client created: for logs and tests
 
     def __repr__(self) -> str:  # never show the key
         return f"M2MTokenClient(api_url={self.api_url!r}, token_format={self.token_format!r})"
@@ -179,7 +178,6 @@ class M2MTokenClient:
             flight.set_exception(exc)
             raise
         with self._lock:
-            self.created_count += 1
             if self._monotonic() < token.fresh_until:
                 self._tokens[key] = token
             del self._flights[key]
@@ -193,11 +191,6 @@ class M2MTokenClient:
             for key, cached in list(self._tokens.items()):
                 if cached.id == token.id:
                     del self._tokens[key]
-
-    def clear(self) -> None:
-        """Forget every cached token (e.g. after rotating the machine secret key)."""
-        with self._lock:
-            self._tokens.clear()
 
     # -- presenting tokens ------------------------------------------------------------------
 

@@ -28,7 +28,8 @@ class RunRefused(ValueError):
 
 @dataclass(frozen=True)
 class Keys:
-    """The secrets the users need: caller and outsider machine keys, the instance key."""
+    """The secrets the users need: the caller's machine key (required), the outsider's
+    (optional: without it, no out-of-scope traffic) and the instance key; "" when unset."""
 
     caller_secret_key: str
     outsider_secret_key: str
@@ -42,15 +43,6 @@ class Keys:
             outsider_secret_key=env.get("LOADTEST_OUTSIDER_SECRET_KEY", ""),
             instance_secret_key=env.get("CLERK_SECRET_KEY", ""),
         )
-
-    def missing(self) -> list[str]:
-        """Names of the variables that are unset, for a clear start-up error."""
-        names = {
-            "LOADTEST_CALLER_SECRET_KEY": self.caller_secret_key,
-            "LOADTEST_OUTSIDER_SECRET_KEY": self.outsider_secret_key,
-            "CLERK_SECRET_KEY": self.instance_secret_key,
-        }
-        return [name for name, value in names.items() if not value]
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,6 @@ log = logging.getLogger("mock_issuer")
 ADMIN_PATH = "/v1/_faults"
 MAX_LATENCY_MS = 60_000
 MAX_HANG_SECONDS = 60.0
-DEFAULT_HANG_SECONDS = 20.0  # under gunicorn's default --timeout (30 s), which kills the worker
 MAX_RULES = 50
 RATE_LIMIT_PRESETS = {"development": (100, 10), "production": (1000, 10)}
 _PAUSE_SLICE = 0.1  # seconds between checks whether the faults were changed during a pause
@@ -527,7 +526,9 @@ def _before_request() -> None:
     if rule.hang_seconds is not None:
         if not _pause(conn, rule.hang_seconds, state.version):
             return
-        raise fault_error(rule.status or 504, f"injected by fault rule {decision.rule_id}")
+        raise fault_error(
+            rule.status or 504, f"injected by fault rule {decision.rule_id}", rule.retry_after
+        )
     if rule.status is not None:
         raise fault_error(
             rule.status, f"injected by fault rule {decision.rule_id}", rule.retry_after

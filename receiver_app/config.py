@@ -15,10 +15,7 @@ from urllib.parse import urlsplit
 from .jwks import StaticKey
 from .verifier import MAX_LEEWAY_SECONDS, VerifierConfig
 
-ISSUER_TIMEOUT_RANGE = (
-    0.1,
-    60.0,
-)  # seconds: shorter fails healthy issuers, longer piles up workers
+ISSUER_TIMEOUT_RANGE = (0.1, 60.0)  # seconds: less fails healthy issuers, more piles up workers
 
 # Every variable the receiver reads, with its default (None: required or optional without one).
 SETTINGS: dict[str, str | None] = {

@@ -3,6 +3,8 @@ and the fake issuer/receiver of tests/test_caller_token_client.py; no real proce
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 import caller_app
@@ -144,6 +146,27 @@ def test_receiver_down_is_a_502_naming_the_receiver(fake):
     assert answer.status_code == 502
     body = answer.get_json()
     assert body["error"] == "receiver_unreachable" and body["dependency"] == "receiver"
+    assert "is unreachable (ConnectionError)" in body["message"]
+
+
+def test_receiver_url_credentials_never_reach_the_answer_or_the_log(fake, caplog):
+    config = app_config(fake, RECEIVER_URL=f"http://user:s3cr3t@127.0.0.1:{free_port()}")
+    answer = create_app(config).test_client().get("/send")
+    assert answer.status_code == 502
+    assert "the receiver at http://127.0.0.1:" in answer.get_json()["message"]
+    assert "s3cr3t" not in answer.get_data(as_text=True) and "s3cr3t" not in caplog.text
+    assert "receiver_unreachable" in caplog.text  # the error was logged, without the password
+
+
+def test_receiver_timing_out_is_a_502_naming_the_receiver_and_the_timeout(fake):
+    fake.receiver_delay = 1.0
+    config = app_config(fake, M2M_HTTP_TIMEOUT_SECONDS="0.2")
+    answer = create_app(config).test_client().get("/send")
+    assert answer.status_code == 502
+    body = answer.get_json()
+    assert body["error"] == "receiver_unreachable" and body["dependency"] == "receiver"
+    assert "timed out (ReadTimeout)" in body["message"]
+    assert len(fake.received) == 1  # not retried
 
 
 def test_receiver_5xx_is_a_502_naming_the_receiver(client, fake):
@@ -317,6 +340,24 @@ def test_secret_key_value_never_appears_in_config_errors():
     assert "secretvalue" not in str(caught.value)
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "ftp://user:s3cr3t@127.0.0.1:8782",  # not http(s)
+        "http://user:s3cr3t@",  # no host
+        "http://user:s3cr3t@127.0.0.1:99999",  # bad port
+        "http://user:s3cr3t@127.0.0.1:8782/?a=1",  # a query
+    ],
+)
+@pytest.mark.parametrize("name", ["CLERK_API_URL", "RECEIVER_URL"])
+def test_url_errors_name_the_variable_but_never_repeat_the_url(name, url):
+    """A URL may carry credentials (user:password@): the error says which and what is wrong."""
+    with pytest.raises(ConfigError) as caught:
+        load_settings({**VALID_ENV, name: url})
+    assert str(caught.value).startswith(name)
+    assert "s3cr3t" not in str(caught.value) and "user" not in str(caught.value)
+
+
 def test_zero_given_to_create_app_is_a_value_not_unset(fake):
     config = app_config(fake, M2M_REFRESH_MARGIN_SECONDS=0, M2M_ISSUER_RETRY_BUDGET_SECONDS=0)
     app = create_app(config)
@@ -356,10 +397,27 @@ def test_dotenv_is_skipped_when_m2m_skip_dotenv_is_set(tmp_path, monkeypatch):
 
 
 def test_env_example_holds_every_documented_setting():
+    documented = _readme_settings()
+    assert "CLERK_MACHINE_SECRET_KEY" in documented and len(documented) >= 9  # the table parsed
+    example = (caller_app.APP_DIR / ".env.example").read_text()
+    listed = set(re.findall(r"^(?:# )?([A-Z][A-Z0-9_]*)=", example, flags=re.MULTILINE))
+    assert documented == listed  # set or shown commented out, and nothing undocumented
     settings = load_settings(_read_env_example())
     assert settings.clerk_api_url == "http://127.0.0.1:8780"
     assert settings.machine_secret_key.startswith("ak_democaller")
     assert settings.refresh_margin_seconds < settings.ttl_seconds
+
+
+def _readme_settings() -> set[str]:
+    """The variables in the first column of the README's configuration table."""
+    lines = (caller_app.APP_DIR / "README.md").read_text().splitlines()
+    start = lines.index("| variable | default | meaning |")
+    names = set()
+    for line in lines[start + 2 :]:
+        if not line.startswith("|"):
+            break
+        names.add(re.fullmatch(r"\| `([A-Z][A-Z0-9_]*)` \|.*", line).group(1))
+    return names
 
 
 def _read_env_example() -> dict[str, str]:

@@ -3,8 +3,9 @@ issuer process: sign in, create machines and a scope, use tokens through the API
 the charts and totals, revoke one from the page and check the API agrees.
 
 Screenshots go to test-artifacts/dashboard/. Never downloads a browser: when no Chromium is
-installed the module is skipped with a message saying how to get one. Playwright itself is
-pinned in requirements.txt, so a failing import is an error, never a skip.
+installed the module is skipped with a message saying how to get one, or fails when
+`M2M_REQUIRE_BROWSER=1` (CI). Playwright itself is pinned in requirements.txt, so a failing
+import is an error, never a skip.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import pytest
 import requests
 from playwright import sync_api
 
+from tests.browser_requirement import no_browser
 from tests.conftest import TEST_SECRET_KEY, issuer_env
 from tests.harness import REPO_ROOT, RunningApp, free_port, start_app
 
@@ -51,7 +53,7 @@ def find_chromium() -> tuple[str | None, str]:
 
 CHROMIUM, WHY_NOT = find_chromium()
 if CHROMIUM is None:
-    pytest.skip(f"browser tests skipped: {WHY_NOT}", allow_module_level=True)
+    no_browser(WHY_NOT)  # a skip, or a failure under M2M_REQUIRE_BROWSER=1
 
 
 @pytest.fixture(scope="module")

@@ -262,8 +262,11 @@ def test_a_hang_ends_at_once_when_the_faults_are_cleared(app, client):
     answers: list[int] = []
     worker = threading.Thread(target=lambda: answers.append(create(app.test_client()).status_code))
     worker.start()
-    time.sleep(0.3)
-    assert worker.is_alive()  # hanging
+    deadline = time.monotonic() + 10
+    while client.get(FAULTS, headers=SK).json["rules"][0]["matched"] < 1:  # now hanging
+        assert time.monotonic() < deadline, "the request never reached the hang rule"
+        time.sleep(0.01)
+    assert worker.is_alive()
     client.delete(FAULTS, headers=SK)
     worker.join(timeout=10)
     assert not worker.is_alive()
@@ -273,6 +276,15 @@ def test_a_hang_ends_at_once_when_the_faults_are_cleared(app, client):
 def test_a_hang_that_runs_its_course_answers_504(client):
     put(client, {"route": "POST /m2m_tokens", "hang_seconds": 0.2})
     assert_envelope(create(client), 504, "gateway_timeout")
+
+
+@pytest.mark.parametrize("status", [429, 503])
+def test_a_hang_ending_in_429_or_503_sends_the_rules_own_retry_after(client, status):
+    put(client, {"route": "POST /m2m_tokens", "hang_seconds": 0.1, "status": status,
+                 "retry_after": 7})  # fmt: skip
+    resp = create(client)
+    assert resp.status_code == status
+    assert resp.headers["Retry-After"] == "7"
 
 
 # ---- rate limit ----

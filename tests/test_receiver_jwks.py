@@ -123,10 +123,13 @@ def test_refresh_with_unusable_document_keeps_the_last_good_keys(clock):
     fetch = FakeJwks(jwk(KEY_A, "a"))
     keys = cache(fetch, clock)
     keys.key_for("a")
-    for document in ({"keys": []}, {"nope": 1}, ["not", "a", "dict"], {"keys": "x"}):
+    clock.now += 300  # the set is now stale: every round below really fetches a bad document
+    documents = ({"keys": []}, {"nope": 1}, ["not", "a", "dict"], {"keys": "x"})
+    for round_number, document in enumerate(documents, start=2):
         fetch.document = document
         clock.now += 31
-        assert keys.key_for("a") is not None
+        assert public_numbers(keys.key_for("a")) == KEY_A.public_key().public_numbers()
+        assert fetch.calls == round_number
 
 
 def test_no_key_ever_fetched_raises_keys_unavailable(clock):

@@ -162,20 +162,27 @@ def write(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     conn.execute("COMMIT")
 
 
-def init_db(path: str) -> None:
-    """Create the database file, switch it to WAL and create the schema; safe to run from
-    several processes at once."""
+def open_wal(path: str) -> sqlite3.Connection:
+    """This thread's connection to `path` (created with its folder if missing), switched to
+    WAL. Switching can fail fast while another process does the same: retry until the busy
+    timeout."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     conn = connect(path)
     deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
     while True:
         try:
             conn.execute("PRAGMA journal_mode = WAL")
-            break
+            return conn
         except sqlite3.OperationalError:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.05)
+
+
+def init_db(path: str) -> None:
+    """Create the database file, switch it to WAL and create the schema; safe to run from
+    several processes at once."""
+    conn = open_wal(path)
     # executescript commits any open transaction first, so the script carries its own BEGIN.
     try:
         conn.executescript("BEGIN IMMEDIATE;" + SCHEMA + "COMMIT;")

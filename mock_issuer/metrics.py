@@ -177,18 +177,7 @@ def metrics_db_path(db_path: str) -> str:
 
 def init_metrics_db(path: str) -> None:
     """Create the latency file in WAL mode with its table; safe from several workers at once."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    conn = db.connect(path)
-    deadline = time.monotonic() + db.BUSY_TIMEOUT_MS / 1000
-    while True:
-        try:  # switching to WAL can fail fast while another worker is doing the same
-            conn.execute("PRAGMA journal_mode = WAL")
-            break
-        except sqlite3.OperationalError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
-    conn.execute(LATENCY_TABLE)
+    db.open_wal(path).execute(LATENCY_TABLE)
 
 
 def init_app(app: Flask) -> None:

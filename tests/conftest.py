@@ -61,6 +61,22 @@ def issuer_env(workdir: Path, port: int | None = None, **extra: str) -> dict[str
     return env
 
 
+IN_PROCESS_ISSUER_URL = "http://127.0.0.1:8799"  # the JWT `iss` of in-process issuers
+
+
+def make_issuer_app(workdir: Path, **config: object):
+    """An in-process mock issuer (Flask test client speed) with its own database and the test
+    seed; `config` overrides any setting."""
+    from mock_issuer import create_app
+
+    settings: dict[str, object] = {
+        **issuer_env(workdir, MOCK_ISSUER_URL=IN_PROCESS_ISSUER_URL),
+        "TESTING": True,
+    }
+    settings.update(config)
+    return create_app(settings)
+
+
 @pytest.fixture
 def start(xprocess) -> Iterator[Callable[..., RunningApp]]:
     """Start any app for this test only: `start("receiver_app", env={...}, server="gunicorn")`.

@@ -17,28 +17,17 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from mock_issuer import create_app, db, machines, metrics
+from mock_issuer import db, machines, metrics
 from mock_issuer.dashboard_auth import SESSION_MAX_AGE_SECONDS
 from mock_issuer.pricing import days_in_month, format_usd
-from tests.conftest import CALLER, OUTSIDER, RECEIVER, TEST_SECRET_KEY, test_seed
+from tests.conftest import CALLER, OUTSIDER, RECEIVER, TEST_SECRET_KEY, make_issuer_app
 
 SK = {"Authorization": f"Bearer {TEST_SECRET_KEY}"}
 FAKE_ID = "mch_" + "x" * 27
 
 
-def make_app(workdir: Path, **config) -> Flask:
-    workdir.mkdir(parents=True, exist_ok=True)
-    seed_path = workdir / "seed.json"
-    seed_path.write_text(json.dumps(test_seed()))
-    settings = {
-        "CLERK_SECRET_KEY": TEST_SECRET_KEY,
-        "MOCK_ISSUER_URL": "http://127.0.0.1:8799",
-        "MOCK_ISSUER_DB": str(workdir / "issuer.db"),
-        "MOCK_ISSUER_SEED": str(seed_path),
-        "TESTING": True,
-    }
-    settings.update(config)
-    return create_app(settings)
+def make_app(workdir: Path, **config: object) -> Flask:
+    return make_issuer_app(workdir, **config)
 
 
 @pytest.fixture(scope="module")

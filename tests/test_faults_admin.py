@@ -14,29 +14,17 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from mock_issuer import create_app, db
+from mock_issuer import db
 from mock_issuer.faults import FaultConfig, FaultRule, FaultSpecError, RateLimit, normalize_path
-from tests.conftest import CALLER, RECEIVER, TEST_SECRET_KEY, test_seed
+from tests.conftest import CALLER, RECEIVER, TEST_SECRET_KEY, make_issuer_app
 
 SK = {"Authorization": f"Bearer {TEST_SECRET_KEY}"}
 AK = {"Authorization": f"Bearer {CALLER.secret_key}"}
 FAULTS = "/v1/_faults"
 
 
-def make_app(workdir: Path, **config: str) -> Flask:
-    workdir.mkdir(parents=True, exist_ok=True)
-    seed = workdir / "seed.json"
-    seed.write_text(json.dumps(test_seed()))
-    return create_app(
-        {
-            "CLERK_SECRET_KEY": TEST_SECRET_KEY,
-            "MOCK_ISSUER_URL": "http://127.0.0.1:8797",
-            "MOCK_ISSUER_DB": str(workdir / "issuer.db"),
-            "MOCK_ISSUER_SEED": str(seed),
-            "TESTING": True,
-            **config,
-        }
-    )
+def make_app(workdir: Path, **config: object) -> Flask:
+    return make_issuer_app(workdir, MOCK_ISSUER_URL="http://127.0.0.1:8797", **config)
 
 
 @pytest.fixture(scope="module")

@@ -28,9 +28,9 @@ from werkzeug.http import parse_options_header
 from werkzeug.serving import make_server
 
 import receiver_app
-from mock_issuer import create_app, db
+from mock_issuer import db
 from receiver_app.config import SETTINGS
-from tests.conftest import CALLER, OUTSIDER, RECEIVER, TEST_SECRET_KEY, test_seed
+from tests.conftest import CALLER, OUTSIDER, RECEIVER, TEST_SECRET_KEY, make_issuer_app
 from tests.faults_strategies import (
     CONTENT_TYPES,
     JSON_TEXT,
@@ -224,17 +224,7 @@ def issuer_app(tmp_path_factory) -> Iterator[Flask]:
 
 
 def make_issuer(workdir: Path, url: str) -> Flask:
-    seed = workdir / "seed.json"
-    seed.write_text(json.dumps(test_seed()))
-    return create_app(
-        {
-            "CLERK_SECRET_KEY": TEST_SECRET_KEY,
-            "MOCK_ISSUER_URL": url,
-            "MOCK_ISSUER_DB": str(workdir / "issuer.db"),
-            "MOCK_ISSUER_SEED": str(seed),
-            "TESTING": True,
-        }
-    )
+    return make_issuer_app(workdir, MOCK_ISSUER_URL=url)
 
 
 class IssuerUnderTest:

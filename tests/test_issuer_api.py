@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -13,7 +12,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from mock_issuer import create_app, db, tokens
-from tests.conftest import CALLER, OUTSIDER, RECEIVER, TEST_SECRET_KEY, test_seed
+from tests.conftest import CALLER, OUTSIDER, RECEIVER, TEST_SECRET_KEY, make_issuer_app
 
 ISSUER_URL = "http://127.0.0.1:8799"
 SK = {"Authorization": f"Bearer {TEST_SECRET_KEY}"}
@@ -23,18 +22,8 @@ def bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
 
-def make_app(workdir: Path) -> Flask:
-    seed_path = workdir / "seed.json"
-    seed_path.write_text(json.dumps(test_seed()))
-    return create_app(
-        {
-            "CLERK_SECRET_KEY": TEST_SECRET_KEY,
-            "MOCK_ISSUER_URL": ISSUER_URL,
-            "MOCK_ISSUER_DB": str(workdir / "issuer.db"),
-            "MOCK_ISSUER_SEED": str(seed_path),
-            "TESTING": True,
-        }
-    )
+def make_app(workdir: Path, **config: object) -> Flask:
+    return make_issuer_app(workdir, MOCK_ISSUER_URL=ISSUER_URL, **config)
 
 
 @pytest.fixture(scope="module")

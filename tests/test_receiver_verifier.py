@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 import receiver_app
-from receiver_app.config import SETTINGS
+from receiver_app.config import ENV_VARS
 from tests.harness import free_port
 
 RECEIVER_ID = "mch_unitreceiver000000000000000"
@@ -142,7 +142,7 @@ def fake_issuer() -> Iterator[FakeIssuer]:
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch, fake_issuer) -> None:
     """No developer configuration leaks in; the fake issuer starts each test fresh."""
-    for name in SETTINGS:
+    for name in ENV_VARS:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("M2M_SKIP_DOTENV", "1")
     fake_issuer.reset()
@@ -150,7 +150,9 @@ def clean_env(monkeypatch, fake_issuer) -> None:
 
 @pytest.fixture
 def make_client(fake_issuer):
-    def _make(**settings: str):
+    def _make(tunables: dict[str, Any] | None = None, **settings: str):
+        """A test client of the app with these variables; `tunables` override the verifier's
+        constructor defaults (leeway, issuer timeout...)."""
         config = {
             "CLERK_API_URL": fake_issuer.url,
             "CLERK_MACHINE_SECRET_KEY": RECEIVER_KEY,
@@ -158,6 +160,9 @@ def make_client(fake_issuer):
             **settings,
         }
         app = receiver_app.create_app(config)
+        if tunables:
+            verifier = receiver_app.build_verifier(app.extensions["settings"], **tunables)
+            app.extensions["m2m_verifier"] = verifier
         app.testing = True
         return app.test_client()
 
@@ -463,7 +468,7 @@ def test_custom_issuer_is_enforced(make_client):
 
 def test_leeway_tolerates_small_clock_skew_only(make_client):
     token = make_jwt(exp=int(time.time()) - 2)
-    lenient, strict = make_client(), make_client(M2M_JWT_LEEWAY_SECONDS="0")
+    lenient, strict = make_client(), make_client({"leeway_seconds": 0})
     assert lenient.post("/receive", headers=bearer(token)).status_code == 200
     assert strict.post("/receive", headers=bearer(token)).status_code == 401
 
@@ -659,7 +664,7 @@ def test_issuer_token_object_without_claims_gives_empty_claims(client, fake_issu
 
 
 def test_slow_issuer_times_out_into_503(make_client, fake_issuer):
-    client = make_client(M2M_ISSUER_TIMEOUT_SECONDS="0.2")
+    client = make_client({"issuer_timeout_seconds": 0.2})
     fake_issuer.add_opaque(OPAQUE)
     fake_issuer.verify_delay = 1.0
     started = time.monotonic()
@@ -700,7 +705,7 @@ def test_without_cache_every_request_asks_the_issuer(client, fake_issuer):
 
 
 def test_tokens_never_appear_in_logs_or_answers(make_client, fake_issuer, caplog):
-    client = make_client(M2M_ISSUER_TIMEOUT_SECONDS="0.2")
+    client = make_client({"issuer_timeout_seconds": 0.2})
     tokens = [OPAQUE, make_jwt(exp=int(time.time()) - 60), tampered_signature(), "mt_" + "9" * 40]
     with caplog.at_level(logging.DEBUG):
         for status in (None, 401, 500):
@@ -779,16 +784,9 @@ def test_unhandled_exception_is_500_json_without_traceback(make_client):
 
 
 def test_jwt_memo_is_bounded_and_keeps_only_token_hashes(fake_issuer):
-    from receiver_app.verifier import M2MVerifier, VerifierConfig
+    from receiver_app.verifier import M2MVerifier
 
-    config = VerifierConfig(
-        api_url=fake_issuer.url,
-        machine_secret_key=RECEIVER_KEY,
-        machine_id=RECEIVER_ID,
-        jwt_issuer=fake_issuer.url,
-        cache_max_entries=3,
-    )
-    verifier = M2MVerifier(config)
+    verifier = M2MVerifier(fake_issuer.url, RECEIVER_KEY, RECEIVER_ID, cache_max_entries=3)
     tokens = [make_jwt(jti=f"mt_{i:032x}") for i in range(5)]
     for token in tokens:
         assert verifier.verify(token).machine_id == CALLER_ID

@@ -303,8 +303,10 @@ class M2MTokenClient:
             if lifetime <= self.refresh_margin:
                 log.warning(
                     "token %s lives %.0f s, not more than the refresh margin (%.0f s): not reused",
-                    token_id, lifetime, self.refresh_margin,
-                )  # fmt: skip
+                    token_id,
+                    lifetime,
+                    self.refresh_margin,
+                )
         log.info("created %s token %s", token_format, token_id)
         return M2MToken(secret, token_id, token_format, expiration, fresh_until)
 

@@ -71,12 +71,19 @@ class FakeIssuer:
     def add_opaque(self, token: str, **fields: Any) -> dict[str, Any]:
         now_ms = int(time.time() * 1000)
         obj = {
-            "object": "machine_to_machine_token", "id": "mt_" + token[-32:].rjust(32, "0"),
-            "subject": CALLER_ID, "claims": {"role": "demo"}, "scopes": [RECEIVER_ID],
-            "revoked": False, "revocation_reason": None, "expired": False,
-            "expiration": now_ms + 3_600_000, "last_used_at": None,
-            "created_at": now_ms, "updated_at": now_ms,
-        }  # fmt: skip
+            "object": "machine_to_machine_token",
+            "id": "mt_" + token[-32:].rjust(32, "0"),
+            "subject": CALLER_ID,
+            "claims": {"role": "demo"},
+            "scopes": [RECEIVER_ID],
+            "revoked": False,
+            "revocation_reason": None,
+            "expired": False,
+            "expiration": now_ms + 3_600_000,
+            "last_used_at": None,
+            "created_at": now_ms,
+            "updated_at": now_ms,
+        }
         obj.update(fields)
         self.tokens[token] = obj
         return obj
@@ -180,9 +187,16 @@ OPAQUE_FORM = "mt_" + "e" * 64  # a token sent as an access_token parameter
 def claims(**overrides: Any) -> dict[str, Any]:
     now = int(time.time())
     base = {
-        "iss": ISSUER["url"], "sub": CALLER_ID, "iat": now, "nbf": now, "exp": now + 60,
-        "jti": "mt_" + "a" * 32, "scopes": RECEIVER_ID, "aud": [RECEIVER_ID], "role": "demo",
-    }  # fmt: skip
+        "iss": ISSUER["url"],
+        "sub": CALLER_ID,
+        "iat": now,
+        "nbf": now,
+        "exp": now + 60,
+        "jti": "mt_" + "a" * 32,
+        "scopes": RECEIVER_ID,
+        "aud": [RECEIVER_ID],
+        "role": "demo",
+    }
     base.update(overrides)
     return {k: v for k, v in base.items() if v is not None}
 
@@ -392,9 +406,21 @@ def test_receiver_named_in_aud_or_scopes_alone_is_enough(client, audience):
 
 @pytest.mark.parametrize(
     "token",
-    ["hello", "mt_", "a.b", "a.b.c.d", "mt_x.y", "Zm9v", "mt_" + "a" * 126, "mt_" + "f" * 8000,
-     "mt_abc+def", "mt_abc/def", "mt_abc=", "MT_" + "f" * 64],
-)  # fmt: skip
+    [
+        "hello",
+        "mt_",
+        "a.b",
+        "a.b.c.d",
+        "mt_x.y",
+        "Zm9v",
+        "mt_" + "a" * 126,
+        "mt_" + "f" * 8000,
+        "mt_abc+def",
+        "mt_abc/def",
+        "mt_abc=",
+        "MT_" + "f" * 64,
+    ],
+)
 def test_token_of_neither_shape_is_rejected_without_any_network_call(client, fake_issuer, token):
     response = client.post("/receive", headers=bearer(token))
     assert response.headers["WWW-Authenticate"] == invalid("token format is not recognised")
@@ -722,9 +748,15 @@ def test_tokens_never_appear_in_logs_or_answers(make_client, fake_issuer, caplog
 
 @pytest.mark.parametrize(
     "header,expected",
-    [("7", "7"), ("86400", "60"), ("0", "1"), ("soon", "5"), ("\u00b2", "5"),
-     ("Wed, 21 Oct 2015 07:28:00 GMT", "5")],
-)  # fmt: skip
+    [
+        ("7", "7"),
+        ("86400", "60"),
+        ("0", "1"),
+        ("soon", "5"),
+        ("\u00b2", "5"),
+        ("Wed, 21 Oct 2015 07:28:00 GMT", "5"),
+    ],
+)
 def test_issuer_retry_after_is_capped_and_garbage_means_the_default(
     client, fake_issuer, header, expected
 ):

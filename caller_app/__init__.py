@@ -24,14 +24,11 @@ APP_DIR = Path(__file__).resolve().parent
 def create_app(config: Mapping[str, object] | None = None) -> Flask:
     """Build the app. Settings come from `config` (tests), then the environment, then
     `caller_app/.env` (skipped when M2M_SKIP_DOTENV=1); bad settings fail here, clearly."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     app = Flask(__name__)
-    config = dict(config or {})
-    settings = load_settings(_environment(config))
-    app.config.update(config)
-    app.extensions["caller_settings"] = settings
+    settings = load_settings(_environment(config or {}))
+    app.extensions["settings"] = settings
     app.extensions["m2m_token_client"] = _token_client(settings)
-    if not app.debug:
-        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
     from . import send
 
@@ -47,22 +44,22 @@ def _environment(config: Mapping[str, object]) -> dict[str, str]:
     if os.environ.get("M2M_SKIP_DOTENV") != "1":
         env.update({k: v for k, v in dotenv_values(APP_DIR / ".env").items() if v is not None})
     env.update(os.environ)
-    env.update({k: str(v) for k, v in config.items() if isinstance(v, str | int | float)})
+    env.update({k: str(v) for k, v in config.items() if v is not None})
     return env
 
 
 def _token_client(settings: Settings) -> M2MTokenClient:
     """The one token client of this process, shared by every request."""
-    connect_timeout = min(3.05, settings.http_timeout_seconds)  # 3.05: just past a TCP retry
+    timeout = settings.m2m_http_timeout_seconds
     return M2MTokenClient(
         settings.clerk_api_url,
-        settings.machine_secret_key,
-        token_format=settings.token_format,
-        ttl_seconds=settings.ttl_seconds,
-        refresh_margin_seconds=settings.refresh_margin_seconds,
-        timeout=(connect_timeout, settings.http_timeout_seconds),
+        settings.clerk_machine_secret_key,
+        token_format=settings.m2m_token_format,
+        ttl_seconds=settings.m2m_token_ttl_seconds,
+        refresh_margin_seconds=settings.m2m_refresh_margin_seconds,
+        timeout=(min(3.05, timeout), timeout),  # connect: 3.05 s, just past a TCP retry
         retry=RetryPolicy(
-            max_attempts=settings.issuer_max_attempts,
-            max_total_seconds=settings.issuer_retry_budget_seconds,
+            max_attempts=settings.m2m_issuer_max_attempts,
+            max_total_seconds=settings.m2m_issuer_retry_budget_seconds,
         ),
     )

@@ -1,14 +1,17 @@
-"""The caller's settings, read from the environment and validated once at start-up."""
+"""The caller's settings: the environment variables a user changes, checked once at start-up.
+
+Each `Settings` field is named after its variable, lower-cased.
+"""
 
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from urllib.parse import urlsplit
 
-TOKEN_FORMATS = ("opaque", "jwt")
+from .token_client import TOKEN_FORMATS
+
 MAX_TTL_SECONDS = 315_360_000  # Clerk's upper bound for a token lifetime
 
 
@@ -18,38 +21,41 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class Settings:
-    clerk_api_url: str
-    machine_secret_key: str
+    clerk_machine_secret_key: str
     receiver_url: str
-    token_format: str = "opaque"  # noqa: S105 (a format name, not a secret)
-    ttl_seconds: int | None = 300
-    refresh_margin_seconds: float = 30.0
-    http_timeout_seconds: float = 5.0
-    issuer_max_attempts: int = 4
-    issuer_retry_budget_seconds: float = 8.0
+    clerk_api_url: str = "https://api.clerk.com"
+    m2m_token_format: str = "opaque"  # noqa: S105 (a format name, not a secret)
+    m2m_token_ttl_seconds: int | None = 300  # None: the machine's default_token_ttl
+    m2m_refresh_margin_seconds: float = 30.0
+    m2m_http_timeout_seconds: float = 5.0
+    m2m_issuer_max_attempts: int = 4
+    m2m_issuer_retry_budget_seconds: float = 8.0
 
     def __repr__(self) -> str:  # keep the key out of logs and tracebacks
         return (
             f"Settings(clerk_api_url={self.clerk_api_url!r}, receiver_url={self.receiver_url!r}, "
-            f"token_format={self.token_format!r}, ttl_seconds={self.ttl_seconds!r})"
+            f"m2m_token_format={self.m2m_token_format!r})"
         )
 
 
-def load_settings(env: Mapping[str, str] | None = None) -> Settings:
-    """Settings from `env` (default: os.environ); raises ConfigError naming the bad variable."""
-    env = os.environ if env is None else env
+ENV_VARS = tuple(f.name.upper() for f in fields(Settings))  # every variable the caller reads
+_DEFAULTS = {f.name.upper(): f.default for f in fields(Settings)}  # by variable name
+
+
+def load_settings(env: Mapping[str, str]) -> Settings:
+    """Settings from `env`; raises ConfigError naming the bad variable."""
     ttl = _ttl(env)
     return Settings(
-        clerk_api_url=_url(env, "CLERK_API_URL", default="https://api.clerk.com"),
-        machine_secret_key=_machine_secret_key(env),
+        clerk_api_url=_url(env, "CLERK_API_URL", default=_DEFAULTS["CLERK_API_URL"]),
+        clerk_machine_secret_key=_machine_secret_key(env),
         receiver_url=_url(env, "RECEIVER_URL"),
-        token_format=_token_format(env),
-        ttl_seconds=ttl,
-        refresh_margin_seconds=_refresh_margin(env, ttl),
-        http_timeout_seconds=_float(env, "M2M_HTTP_TIMEOUT_SECONDS", 5.0, low=0.1, high=60),
-        issuer_max_attempts=_int(env, "M2M_ISSUER_MAX_ATTEMPTS", 4, low=1, high=10),
-        issuer_retry_budget_seconds=_float(
-            env, "M2M_ISSUER_RETRY_BUDGET_SECONDS", 8.0, low=0, high=120
+        m2m_token_format=_token_format(env),
+        m2m_token_ttl_seconds=ttl,
+        m2m_refresh_margin_seconds=_refresh_margin(env, ttl),
+        m2m_http_timeout_seconds=_float(env, "M2M_HTTP_TIMEOUT_SECONDS", low=0.1, high=60),
+        m2m_issuer_max_attempts=_int(env, "M2M_ISSUER_MAX_ATTEMPTS", low=1, high=10),
+        m2m_issuer_retry_budget_seconds=_float(
+            env, "M2M_ISSUER_RETRY_BUDGET_SECONDS", low=0, high=120
         ),
     )
 
@@ -67,7 +73,7 @@ def _machine_secret_key(env: Mapping[str, str]) -> str:
 
 
 def _token_format(env: Mapping[str, str]) -> str:
-    token_format = _text(env, "M2M_TOKEN_FORMAT") or "opaque"
+    token_format = _text(env, "M2M_TOKEN_FORMAT") or _DEFAULTS["M2M_TOKEN_FORMAT"]
     if token_format not in TOKEN_FORMATS:
         raise ConfigError(f"M2M_TOKEN_FORMAT must be opaque or jwt, not {token_format!r}")
     return token_format
@@ -77,12 +83,12 @@ def _ttl(env: Mapping[str, str]) -> int | None:
     """The lifetime to ask for; set but empty means None: the machine's default_token_ttl."""
     if "M2M_TOKEN_TTL_SECONDS" in env and not _text(env, "M2M_TOKEN_TTL_SECONDS"):
         return None
-    return _int(env, "M2M_TOKEN_TTL_SECONDS", 300, low=1, high=MAX_TTL_SECONDS)
+    return _int(env, "M2M_TOKEN_TTL_SECONDS", low=1, high=MAX_TTL_SECONDS)
 
 
 def _refresh_margin(env: Mapping[str, str], ttl: int | None) -> float:
     name = "M2M_REFRESH_MARGIN_SECONDS"
-    margin = _float(env, name, 30.0, low=0, high=MAX_TTL_SECONDS)
+    margin = _float(env, name, low=0, high=MAX_TTL_SECONDS)
     if ttl is not None and margin >= ttl:
         raise ConfigError(
             f"{name} ({margin:g}) must be smaller than M2M_TOKEN_TTL_SECONDS ({ttl}), "
@@ -111,11 +117,11 @@ def _url(env: Mapping[str, str], name: str, default: str | None = None) -> str:
     return value.rstrip("/")
 
 
-def _int(env: Mapping[str, str], name: str, default: int, *, low: int, high: int) -> int:
-    """`env[name]` as a whole number in low..high; unset or empty means `default`."""
+def _int(env: Mapping[str, str], name: str, *, low: int, high: int) -> int:
+    """`env[name]` as a whole number in low..high; unset or empty means the default."""
     raw = _text(env, name)
     if not raw:
-        return default
+        return _DEFAULTS[name]
     try:
         value = int(raw)
     except ValueError:
@@ -125,11 +131,11 @@ def _int(env: Mapping[str, str], name: str, default: int, *, low: int, high: int
     return value
 
 
-def _float(env: Mapping[str, str], name: str, default: float, *, low: float, high: float) -> float:
-    """`env[name]` as a finite number of seconds in low..high; unset or empty means `default`."""
+def _float(env: Mapping[str, str], name: str, *, low: float, high: float) -> float:
+    """`env[name]` as a finite number of seconds in low..high; unset or empty means the default."""
     raw = _text(env, name)
     if not raw:
-        return default
+        return _DEFAULTS[name]
     try:
         value = float(raw)
     except ValueError:

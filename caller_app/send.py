@@ -16,6 +16,7 @@ from .token_client import (
     IssuerUnavailable,
     M2MTokenClient,
     MachineSecretKeyRejected,
+    retry_after_seconds,
 )
 from .www_authenticate import parse_bearer_challenge
 
@@ -35,9 +36,9 @@ def healthz():
 @bp.get("/send")
 def send():
     """Get a token (reused while fresh) and POST the message to the receiver's /receive."""
-    settings = current_app.extensions["caller_settings"]
+    settings = current_app.extensions["settings"]
     client: M2MTokenClient = current_app.extensions["m2m_token_client"]
-    token_format = request.args.get("format") or settings.token_format
+    token_format = request.args.get("format") or settings.m2m_token_format
     if token_format not in TOKEN_FORMATS:
         return json_error(400, "invalid_format", "format must be opaque or jwt", dependency=None)
     url = f"{settings.receiver_url}/receive"
@@ -130,8 +131,7 @@ def _receiver_unavailable(response: requests.Response, url: str):
         receiver_status=503,
         receiver_error_description=said,
     )
-    retry_after = response.headers.get("Retry-After", "").strip()
-    seconds = int(retry_after) if retry_after.isdigit() else None
+    seconds = retry_after_seconds(response.headers.get("Retry-After"))
     answer.headers["Retry-After"] = _retry_after_header(seconds)
     return answer
 

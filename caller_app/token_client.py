@@ -262,7 +262,7 @@ class M2MTokenClient:
         if status in (200, 201):
             return self._token_from(response, token_format, started)
         if status == 429 or status >= 500:
-            retry_after = _retry_after_seconds(response, self._wall_clock)
+            retry_after = retry_after_seconds(response.headers.get("Retry-After"), self._wall_clock)
             raise _IssuerBusy(f"the issuer answered {status}", retry_after=retry_after)
         raise _rejection(response)
 
@@ -303,8 +303,10 @@ class M2MTokenClient:
             if lifetime <= self.refresh_margin:
                 log.warning(
                     "token %s lives %.0f s, not more than the refresh margin (%.0f s): not reused",
-                    token_id, lifetime, self.refresh_margin,
-                )  # fmt: skip
+                    token_id,
+                    lifetime,
+                    self.refresh_margin,
+                )
         log.info("created %s token %s", token_format, token_id)
         return M2MToken(secret, token_id, token_format, expiration, fresh_until)
 
@@ -322,14 +324,15 @@ def _total_timeout(timeout: float | tuple[float, float]) -> float:
     return sum(timeout) if isinstance(timeout, tuple) else float(timeout)
 
 
-def _retry_after_seconds(
-    response: requests.Response, wall_clock: Callable[[], float]
+def retry_after_seconds(
+    value: str | None, wall_clock: Callable[[], float] = time.time
 ) -> float | None:
-    """`Retry-After` as seconds (delta-seconds or HTTP date), or None when absent or garbled."""
-    value = response.headers.get("Retry-After", "").strip()
+    """A `Retry-After` header as seconds (delta-seconds or HTTP date), or None when it is
+    absent or garbled."""
+    value = (value or "").strip()
     if not value:
         return None
-    if value.isdigit():
+    if value.isascii() and value.isdigit():
         return float(value)
     try:
         return max(0.0, parsedate_to_datetime(value).timestamp() - wall_clock())

@@ -15,25 +15,25 @@ from dotenv import dotenv_values
 from flask import Flask
 
 from .auth import EXTENSION_KEY, require_m2m
-from .config import ConfigError, settings_from, verifier_config
+from .config import ConfigError, Settings, load_settings
 from .verifier import M2MVerifier, VerifiedToken
 
-MAX_BODY_BYTES = 64 * 1024  # larger request bodies get 413 (override with MAX_CONTENT_LENGTH)
+APP_DIR = Path(__file__).resolve().parent
+MAX_BODY_BYTES = 64 * 1024  # larger request bodies get 413
 
-__all__ = ["ConfigError", "M2MVerifier", "VerifiedToken", "create_app", "require_m2m"]
+__all__ = ["ConfigError", "M2MVerifier", "VerifiedToken", "build_verifier", "create_app"]
+__all__ += ["require_m2m"]
 
 
-def create_app(config: Mapping[str, Any] | None = None) -> Flask:
-    """Build the app: settings from the environment (and `receiver_app/.env`), then `config`
-    on top; stops with ConfigError when they do not make a safe receiver."""
+def create_app(config: Mapping[str, object] | None = None) -> Flask:
+    """Build the app. Settings come from `config` (tests), then the environment, then
+    `receiver_app/.env` (skipped when M2M_SKIP_DOTENV=1); bad settings fail here, clearly."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
-    app.config.from_mapping(settings_from(_environment()))
-    if config:
-        app.config.update(config)
-    app.extensions[EXTENSION_KEY] = M2MVerifier(verifier_config(app.config))
-    if app.logger.level == logging.NOTSET:
-        app.logger.setLevel(logging.INFO)  # token rejections and issuer trouble are INFO/WARNING
+    settings = load_settings(_environment(config or {}))
+    app.extensions["settings"] = settings
+    app.extensions[EXTENSION_KEY] = build_verifier(settings)
 
     from . import routes
 
@@ -41,9 +41,30 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     return app
 
 
-def _environment() -> dict[str, str]:
-    """The process environment over `receiver_app/.env` (skipped when M2M_SKIP_DOTENV=1)."""
-    if os.environ.get("M2M_SKIP_DOTENV") == "1":
-        return dict(os.environ)
-    dotenv = dotenv_values(Path(__file__).with_name(".env"))
-    return {**{k: v for k, v in dotenv.items() if v is not None}, **os.environ}
+def build_verifier(settings: Settings, **tunables: Any) -> M2MVerifier:
+    """The verifier these settings describe; `tunables` override M2MVerifier's keyword
+    defaults (leeway, timeouts, JWKS lifespan and cooldown)."""
+    return M2MVerifier(
+        settings.clerk_api_url,
+        settings.clerk_machine_secret_key,
+        settings.clerk_machine_id,
+        jwt_issuer=settings.clerk_jwt_issuer,
+        jwks_url=settings.clerk_jwks_url,
+        jwt_key=settings.clerk_jwt_key,
+        allowed_callers=settings.m2m_allowed_callers,
+        audience_required=settings.m2m_jwt_audience_required,
+        opaque_cache_seconds=settings.m2m_verify_cache_seconds,
+        jwt_cache_seconds=settings.m2m_jwt_cache_seconds,
+        **tunables,
+    )
+
+
+def _environment(config: Mapping[str, object]) -> dict[str, str]:
+    """The variables settings are read from: `.env`, overridden by the real environment,
+    overridden by `config`. A `config` value is used as given (0 is 0); None means unset."""
+    env: dict[str, str] = {}
+    if os.environ.get("M2M_SKIP_DOTENV") != "1":
+        env.update({k: v for k, v in dotenv_values(APP_DIR / ".env").items() if v is not None})
+    env.update(os.environ)
+    env.update({k: str(v) for k, v in config.items() if v is not None})
+    return env

@@ -22,7 +22,7 @@ from .verifier import (
 log = logging.getLogger(__name__)
 
 EXTENSION_KEY = "m2m_verifier"  # where create_app puts the M2MVerifier (app.extensions)
-DEFAULT_REALM = "receiver"
+REALM = "receiver"  # the realm of every WWW-Authenticate challenge
 # RFC 6750 section 2.1: credentials = "Bearer" 1*SP b64token
 _B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 
@@ -136,7 +136,6 @@ def error_response(exc: VerificationError) -> ResponseReturnValue:
 
 
 def _challenge(exc: VerificationError) -> str:
-    realm = current_app.config.get("M2M_REALM", DEFAULT_REALM)
     if not exc.error:
-        return f'Bearer realm="{realm}"'
-    return f'Bearer realm="{realm}", error="{exc.error}", error_description="{exc.description}"'
+        return f'Bearer realm="{REALM}"'
+    return f'Bearer realm="{REALM}", error="{exc.error}", error_description="{exc.description}"'

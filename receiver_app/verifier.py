@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -27,8 +27,10 @@ ALGORITHMS = ["RS256"]  # pinned: the token header never chooses the algorithm
 REQUIRED_CLAIMS = ["exp", "iat", "iss", "sub", "jti"]
 REGISTERED_CLAIMS = frozenset({"iss", "sub", "aud", "exp", "nbf", "iat", "jti", "scopes"})
 MAX_TOKEN_LENGTH = 8192  # checked before any parsing
-MAX_LEEWAY_SECONDS = 5
+JWT_CACHE_SECONDS = 60  # default of the verified-JWT memo (M2M_JWT_CACHE_SECONDS)
+RETRY_AFTER_SECONDS = 5  # sent with 503 answers when the issuer gave no usable Retry-After
 MAX_RETRY_AFTER_SECONDS = 60  # an issuer's Retry-After passed on to callers is capped to this
+POOL_SIZE = 10  # keep-alive connections to the issuer
 
 _JWS_SHAPE = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
 # Opaque tokens are `mt_` + 64 hex from our issuer; the cap leaves room for Clerk's format and
@@ -36,33 +38,6 @@ _JWS_SHAPE = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
 MAX_OPAQUE_TOKEN_LENGTH = 128
 _OPAQUE_SHAPE = re.compile(rf"mt_[A-Za-z0-9_-]{{1,{MAX_OPAQUE_TOKEN_LENGTH - 3}}}")
 _MACHINE_ID = re.compile(r"mch_[A-Za-z0-9_]+")
-
-
-@dataclass(frozen=True)
-class VerifierConfig:
-    """What the verifier needs to know; `receiver_app.config` builds it from the environment."""
-
-    api_url: str  # issuer base URL (CLERK_API_URL), without a trailing slash
-    machine_secret_key: str  # this receiver's own `ak_` key, to verify opaque tokens
-    machine_id: str  # this receiver's own `mch_` id, the audience JWTs must name
-    jwt_issuer: str  # the expected `iss`
-    jwks_url: str = ""  # default: {api_url}/.well-known/jwks.json
-    jwt_key: str | None = None  # PEM public key: verify JWTs without any network call
-    allowed_callers: frozenset[str] | None = None  # when set, only these machines may call
-    audience_required: bool = True  # False: accept JWTs naming no audience (allowlist required)
-    leeway: float = MAX_LEEWAY_SECONDS  # seconds of clock skew tolerated on exp/nbf/iat
-    cache_seconds: float = 0  # positive-result cache for opaque tokens; 0 is off
-    cache_max_entries: int = 10_000
-    jwt_cache_seconds: float = 60  # remember verified JWTs (callers reuse them); 0 is off
-    issuer_timeout: float = 5  # seconds, for every call to the issuer
-    retry_after: int = 5  # seconds, sent with 503 answers
-    jwks_lifespan: float = 300
-    jwks_cooldown: float = 30
-    pool_size: int = 10  # keep-alive connections to the issuer
-
-    def __post_init__(self) -> None:
-        if not self.jwks_url:
-            object.__setattr__(self, "jwks_url", f"{self.api_url}/.well-known/jwks.json")
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +90,7 @@ class IssuerUnavailableError(VerificationError):
     status = 503
     error = "temporarily_unavailable"
 
-    def __init__(self, description: str, retry_after: int) -> None:
+    def __init__(self, description: str, retry_after: int = RETRY_AFTER_SECONDS) -> None:
         super().__init__(description)
         self.retry_after = retry_after
 
@@ -125,25 +100,54 @@ class KeySource(Protocol):
 
 
 class M2MVerifier:
-    """Verifies one bearer token and returns a VerifiedToken or raises a VerificationError."""
+    """Verifies one bearer token: returns a VerifiedToken or raises a VerificationError.
+
+    The first three arguments say who this receiver is; `jwt_issuer` defaults to `api_url` and
+    `jwks_url` to `{api_url}/.well-known/jwks.json` (unused when a PEM `jwt_key` is given). The
+    keyword defaults are documented in receiver_app/README.md ("Tunables").
+    """
 
     def __init__(
         self,
-        config: VerifierConfig,
+        api_url: str,
+        machine_secret_key: str,
+        machine_id: str,
         *,
+        jwt_issuer: str | None = None,
+        jwks_url: str | None = None,
+        jwt_key: str | None = None,
+        allowed_callers: Iterable[str] | None = None,
+        audience_required: bool = True,
+        opaque_cache_seconds: float = 0,
+        jwt_cache_seconds: float = JWT_CACHE_SECONDS,
+        cache_max_entries: int = 10_000,
+        leeway_seconds: float = 5,
+        issuer_timeout_seconds: float = 5,
+        jwks_lifespan_seconds: float = 300,
+        jwks_cooldown_seconds: float = 30,
         session: requests.Session | None = None,
         keys: KeySource | None = None,
     ) -> None:
-        self.config = config
-        self._session = session or pooled_session(config.pool_size)
-        self._keys = keys or self._default_keys()
-        # Remembered successes (see verify_cache.py and the README): opaque off by default,
-        # JWTs on. Bounded, keyed by the token's SHA-256, never past the token's expiration.
-        self._opaque_cache = _cache_or_none(config.cache_seconds, config.cache_max_entries)
-        self._jwt_memo = _cache_or_none(config.jwt_cache_seconds, config.cache_max_entries)
-        self._verify_url = f"{config.api_url}/m2m_tokens/verify"
-        self._issuer_auth = {"Authorization": f"Bearer {config.machine_secret_key}"}
-        self._jwt_options: Any = {"require": REQUIRED_CLAIMS, "verify_aud": False}
+        api_url = api_url.rstrip("/")
+        self.machine_id = machine_id
+        self.jwt_issuer = jwt_issuer or api_url
+        self.jwks_url = jwks_url or f"{api_url}/.well-known/jwks.json"
+        self.allowed_callers = None if allowed_callers is None else frozenset(allowed_callers)
+        self.audience_required = audience_required
+        self.leeway_seconds = leeway_seconds
+        self.issuer_timeout_seconds = issuer_timeout_seconds
+        self._session = session or pooled_session(POOL_SIZE)
+        if keys is None and jwt_key:
+            keys = StaticKey(jwt_key)
+        self._keys = keys or JwksCache(
+            self._fetch_jwks, lifespan=jwks_lifespan_seconds, cooldown=jwks_cooldown_seconds
+        )
+        # Remembered successes (see verify_cache.py): bounded, keyed by the token's SHA-256,
+        # never past the token's expiration; a cache of 0 seconds is off.
+        self._opaque_cache = _cache_or_none(opaque_cache_seconds, cache_max_entries)
+        self._jwt_memo = _cache_or_none(jwt_cache_seconds, cache_max_entries)
+        self._verify_url = f"{api_url}/m2m_tokens/verify"
+        self._issuer_auth = {"Authorization": f"Bearer {machine_secret_key}"}
 
     def verify(self, token: str) -> VerifiedToken:
         """Tell the format by its shape, verify it, then apply the caller allowlist."""
@@ -155,8 +159,7 @@ class M2MVerifier:
             verified = _remembered(self._opaque_cache, token, self.verify_opaque)
         else:
             raise InvalidTokenError("token format is not recognised")
-        allowed = self.config.allowed_callers
-        if allowed is not None and verified.machine_id not in allowed:
+        if self.allowed_callers is not None and verified.machine_id not in self.allowed_callers:
             raise CallerNotAllowedError("calling machine is not allowed here")
         return verified
 
@@ -169,9 +172,7 @@ class M2MVerifier:
             key = self._keys.key_for(kid if isinstance(kid, str) else None)
         except KeysUnavailableError:
             log.warning("cannot verify a JWT: the issuer's JWKS was never fetched")
-            raise IssuerUnavailableError(
-                "token signing keys are unavailable", self.config.retry_after
-            ) from None
+            raise IssuerUnavailableError("token signing keys are unavailable") from None
         if key is None:
             raise InvalidTokenError("token signing key is unknown")
         try:
@@ -179,9 +180,9 @@ class M2MVerifier:
                 token,
                 key,
                 algorithms=ALGORITHMS,
-                options=self._jwt_options,
-                issuer=self.config.jwt_issuer,
-                leeway=self.config.leeway,
+                options={"require": REQUIRED_CLAIMS, "verify_aud": False},
+                issuer=self.jwt_issuer,
+                leeway=self.leeway_seconds,
             )
         except jwt.PyJWTError as exc:
             raise InvalidTokenError(_describe(exc)) from None
@@ -196,9 +197,9 @@ class M2MVerifier:
         audience = _id_list(claims.get("aud"), "aud")
         scopes = _id_list(claims.get("scopes"), "scopes")
         if audience or scopes:
-            if self.config.machine_id not in audience and self.config.machine_id not in scopes:
+            if self.machine_id not in audience and self.machine_id not in scopes:
                 raise InvalidTokenError("token is not meant for this receiver")
-        elif self.config.audience_required:
+        elif self.audience_required:
             raise InvalidTokenError("token names no audience")
         return VerifiedToken(
             id=claims["jti"],
@@ -209,6 +210,13 @@ class M2MVerifier:
             expiration=int(claims["exp"]) * 1000,
         )
 
+    def _fetch_jwks(self) -> dict[str, Any]:
+        response = self._session.get(
+            self.jwks_url, timeout=self.issuer_timeout_seconds, allow_redirects=False
+        )
+        response.raise_for_status()
+        return response.json()
+
     # Opaque: ask the issuer
 
     def verify_opaque(self, token: str) -> VerifiedToken:
@@ -218,12 +226,12 @@ class M2MVerifier:
                 self._verify_url,
                 json={"token": token},
                 headers=self._issuer_auth,
-                timeout=self.config.issuer_timeout,
+                timeout=self.issuer_timeout_seconds,
                 allow_redirects=False,
             )
         except requests.RequestException as exc:
             log.warning("token issuer unreachable (%s)", type(exc).__name__)
-            raise self._unavailable("token issuer is unreachable") from None
+            raise IssuerUnavailableError("token issuer is unreachable") from None
         return self._read_verify_answer(response)
 
     def _read_verify_answer(self, response: requests.Response) -> VerifiedToken:
@@ -238,18 +246,18 @@ class M2MVerifier:
                 "fix the receiver's configuration; opaque tokens cannot be verified until then",
                 status,
             )
-            raise self._unavailable("token verification is misconfigured")
+            raise IssuerUnavailableError("token verification is misconfigured")
         if status == 429:
-            seconds = _retry_after(response.headers.get("Retry-After"), self.config.retry_after)
+            seconds = retry_after_seconds(response.headers.get("Retry-After"))
             raise IssuerUnavailableError("token issuer is rate limiting", seconds)
         if status != 200:
             log.warning("token issuer answered HTTP %s to a verification", status)
-            raise self._unavailable("token issuer failed")
+            raise IssuerUnavailableError("token issuer failed")
         try:
             return self._token_from_object(response.json())
         except (ValueError, KeyError, TypeError):
             log.error("token issuer answered a verification with an unexpected body")
-            raise self._unavailable("token issuer answered unexpectedly") from None
+            raise IssuerUnavailableError("token issuer answered unexpectedly") from None
 
     def _token_from_object(self, obj: dict[str, Any]) -> VerifiedToken:
         """A VerifiedToken from the issuer's token object, re-checking what it vouches for."""
@@ -267,7 +275,7 @@ class M2MVerifier:
             raise InvalidTokenError("token is invalid, expired or revoked")
         if expiration is not None and int(expiration) <= time.time() * 1000:
             raise InvalidTokenError("token has expired")
-        if self.config.machine_id not in scopes:
+        if self.machine_id not in scopes:
             raise InvalidTokenError("token is not meant for this receiver")
         return VerifiedToken(
             id=str(obj["id"]),
@@ -277,27 +285,6 @@ class M2MVerifier:
             format="opaque",
             expiration=None if expiration is None else int(expiration),
         )
-
-    def _unavailable(self, description: str) -> IssuerUnavailableError:
-        return IssuerUnavailableError(description, self.config.retry_after)
-
-    # Keys
-
-    def _default_keys(self) -> KeySource:
-        if self.config.jwt_key:
-            return StaticKey(self.config.jwt_key)
-        return JwksCache(
-            self._fetch_jwks,
-            lifespan=self.config.jwks_lifespan,
-            cooldown=self.config.jwks_cooldown,
-        )
-
-    def _fetch_jwks(self) -> dict[str, Any]:
-        response = self._session.get(
-            self.config.jwks_url, timeout=self.config.issuer_timeout, allow_redirects=False
-        )
-        response.raise_for_status()
-        return response.json()
 
 
 def _cache_or_none(seconds: float, max_entries: int) -> VerifyCache[VerifiedToken] | None:
@@ -343,12 +330,12 @@ def _unverified_header(token: str) -> dict[str, Any]:
         raise InvalidTokenError("token is malformed") from None
 
 
-def _retry_after(value: str | None, default: int) -> int:
-    """The issuer's Retry-After (delta-seconds) capped to MAX_RETRY_AFTER_SECONDS, or `default`
-    when it is absent or not a plain number (an HTTP date is treated as absent)."""
+def retry_after_seconds(value: str | None) -> int:
+    """An issuer's Retry-After (delta-seconds) capped to 1..MAX_RETRY_AFTER_SECONDS, or
+    RETRY_AFTER_SECONDS when it is absent or not a plain number (an HTTP date counts as absent)."""
     value = (value or "").strip()
     if not (value.isascii() and value.isdigit()):
-        return default
+        return RETRY_AFTER_SECONDS
     return max(1, min(int(value), MAX_RETRY_AFTER_SECONDS))
 
 

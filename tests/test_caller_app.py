@@ -3,13 +3,11 @@ and the fake issuer/receiver of tests/test_caller_token_client.py; no real proce
 
 from __future__ import annotations
 
-import re
-
 import pytest
 
 import caller_app
 from caller_app import create_app
-from caller_app.config import ConfigError, load_settings
+from caller_app.config import ENV_VARS, ConfigError, load_settings
 from caller_app.www_authenticate import parse_bearer_challenge
 from tests.harness import free_port
 from tests.test_caller_token_client import MACHINE_KEY, FakeServer
@@ -26,14 +24,12 @@ def fake():
 def no_dotenv(monkeypatch):
     """Neither a developer's caller_app/.env nor their exported settings may leak in."""
     monkeypatch.setenv("M2M_SKIP_DOTENV", "1")
-    for name in ("CLERK_API_URL", "CLERK_MACHINE_SECRET_KEY", "RECEIVER_URL", "M2M_TOKEN_FORMAT",
-                 "M2M_TOKEN_TTL_SECONDS", "M2M_REFRESH_MARGIN_SECONDS"):  # fmt: skip
+    for name in ENV_VARS:
         monkeypatch.delenv(name, raising=False)
 
 
 def app_config(fake: FakeServer, **overrides) -> dict:
     config = {
-        "TESTING": True,
         "CLERK_API_URL": fake.url,
         "CLERK_MACHINE_SECRET_KEY": MACHINE_KEY,
         "RECEIVER_URL": fake.url,
@@ -200,7 +196,13 @@ def test_receiver_503_is_a_503_naming_the_receiver_with_its_retry_after(client, 
 
 @pytest.mark.parametrize(
     ("receiver_says", "caller_says"),
-    [(None, "5"), ("soon", "5"), ("0", "1"), ("3600", "60")],
+    [
+        (None, "5"),
+        ("soon", "5"),
+        ("0", "1"),
+        ("3600", "60"),
+        ("Wed, 21 Oct 2099 07:28:00 GMT", "60"),
+    ],
 )
 def test_receiver_retry_after_is_bounded_with_a_default(client, fake, receiver_says, caller_says):
     headers = {"Retry-After": receiver_says} if receiver_says is not None else {}
@@ -255,7 +257,7 @@ def test_wrong_method_is_a_json_405_with_allow(client, fake):
 
 
 def test_unexpected_failure_is_a_json_500_without_details(fake):
-    app = create_app(app_config(fake, TESTING=False))  # TESTING would re-raise instead
+    app = create_app(app_config(fake))  # not app.testing: that would re-raise instead
 
     def broken(*args, **kwargs):
         raise RuntimeError("internal detail")
@@ -280,9 +282,9 @@ VALID_ENV = {
 
 def test_settings_defaults():
     settings = load_settings(VALID_ENV)
-    assert settings.token_format == "opaque"
+    assert settings.m2m_token_format == "opaque"
     assert settings.receiver_url == "http://127.0.0.1:8782"
-    assert settings.refresh_margin_seconds < settings.ttl_seconds
+    assert settings.m2m_refresh_margin_seconds < settings.m2m_token_ttl_seconds
     assert MACHINE_KEY not in repr(settings)
 
 
@@ -292,7 +294,7 @@ def test_clerk_api_url_defaults_to_the_real_clerk():
 
 
 def test_empty_ttl_means_the_machines_default():
-    assert load_settings({**VALID_ENV, "M2M_TOKEN_TTL_SECONDS": ""}).ttl_seconds is None
+    assert load_settings({**VALID_ENV, "M2M_TOKEN_TTL_SECONDS": ""}).m2m_token_ttl_seconds is None
 
 
 @pytest.mark.parametrize(
@@ -361,9 +363,9 @@ def test_url_errors_name_the_variable_but_never_repeat_the_url(name, url):
 def test_zero_given_to_create_app_is_a_value_not_unset(fake):
     config = app_config(fake, M2M_REFRESH_MARGIN_SECONDS=0, M2M_ISSUER_RETRY_BUDGET_SECONDS=0)
     app = create_app(config)
-    settings, client = app.extensions["caller_settings"], app.extensions["m2m_token_client"]
-    assert settings.refresh_margin_seconds == 0 and client.refresh_margin == 0
-    assert settings.issuer_retry_budget_seconds == 0 and client.retry.max_total_seconds == 0
+    settings, client = app.extensions["settings"], app.extensions["m2m_token_client"]
+    assert settings.m2m_refresh_margin_seconds == 0 and client.refresh_margin == 0
+    assert settings.m2m_issuer_retry_budget_seconds == 0 and client.retry.max_total_seconds == 0
 
 
 def test_false_given_to_create_app_is_refused_naming_the_variable(fake):
@@ -384,8 +386,8 @@ def test_dotenv_is_read_from_the_app_folder_and_the_environment_wins(fake, tmp_p
     monkeypatch.setattr(caller_app, "APP_DIR", tmp_path)
     monkeypatch.delenv("M2M_SKIP_DOTENV")
     monkeypatch.setenv("RECEIVER_URL", fake.url)
-    settings = create_app().extensions["caller_settings"]
-    assert settings.token_format == "jwt"  # from .env
+    settings = create_app().extensions["settings"]
+    assert settings.m2m_token_format == "jwt"  # from .env
     assert settings.receiver_url == fake.url  # the environment wins over .env
 
 
@@ -396,44 +398,16 @@ def test_dotenv_is_skipped_when_m2m_skip_dotenv_is_set(tmp_path, monkeypatch):
         create_app()
 
 
-def test_env_example_holds_every_documented_setting():
-    documented = _readme_settings()
-    assert "CLERK_MACHINE_SECRET_KEY" in documented and len(documented) >= 9  # the table parsed
-    example = (caller_app.APP_DIR / ".env.example").read_text()
-    listed = set(re.findall(r"^(?:# )?([A-Z][A-Z0-9_]*)=", example, flags=re.MULTILINE))
-    assert documented == listed  # set or shown commented out, and nothing undocumented
-    settings = load_settings(_read_env_example())
-    assert settings.clerk_api_url == "http://127.0.0.1:8780"
-    assert settings.machine_secret_key.startswith("ak_democaller")
-    assert settings.refresh_margin_seconds < settings.ttl_seconds
-
-
-def _readme_settings() -> set[str]:
-    """The variables in the first column of the README's configuration table."""
-    lines = (caller_app.APP_DIR / "README.md").read_text().splitlines()
-    start = lines.index("| variable | default | meaning |")
-    names = set()
-    for line in lines[start + 2 :]:
-        if not line.startswith("|"):
-            break
-        names.add(re.fullmatch(r"\| `([A-Z][A-Z0-9_]*)` \|.*", line).group(1))
-    return names
-
-
-def _read_env_example() -> dict[str, str]:
-    from dotenv import dotenv_values
-
-    return {k: v or "" for k, v in dotenv_values(caller_app.APP_DIR / ".env.example").items()}
-
-
 # -- WWW-Authenticate ---------------------------------------------------------------------------
 
 
 def test_bearer_challenge_is_parsed():
     header = 'Bearer realm="r", error="invalid_token", error_description="a \\"quoted\\", b"'
     assert parse_bearer_challenge(header) == {
-        "realm": "r", "error": "invalid_token", "error_description": 'a "quoted", b',
-    }  # fmt: skip
+        "realm": "r",
+        "error": "invalid_token",
+        "error_description": 'a "quoted", b',
+    }
 
 
 @pytest.mark.parametrize("header", ["", "Basic realm=x", "Bearer"])

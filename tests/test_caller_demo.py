@@ -24,8 +24,14 @@ DEMO = REPO_ROOT / "scripts" / "run_demo.py"
 
 def demo_command(tmp_path, *extra: str) -> tuple[list[str], dict[str, int]]:
     ports = {"issuer": free_port(), "caller": free_port(), "receiver": free_port()}
-    args = [sys.executable, str(DEMO), "--issuer-db", str(tmp_path / "demo.db"),
-            *(f"--{name}-port={port}" for name, port in ports.items()), *extra]  # fmt: skip
+    args = [
+        sys.executable,
+        str(DEMO),
+        "--issuer-db",
+        str(tmp_path / "demo.db"),
+        *(f"--{name}-port={port}" for name, port in ports.items()),
+        *extra,
+    ]
     return args, ports
 
 
@@ -53,8 +59,9 @@ def assert_nothing_left(pids: dict[str, int], ports: dict[str, int], extra_pids=
 
 def test_demo_once_makes_one_call_per_format_and_exits_0(tmp_path):
     args, ports = demo_command(tmp_path, "--once")
-    done = subprocess.run(args, env=base_env(), capture_output=True, text=True, timeout=90,
-                          cwd=tmp_path)  # fmt: skip
+    done = subprocess.run(
+        args, env=base_env(), capture_output=True, text=True, timeout=90, cwd=tmp_path
+    )
     out = done.stdout
     assert done.returncode == 0, out + done.stderr
     caller = f"http://127.0.0.1:{ports['caller']}"
@@ -72,8 +79,14 @@ def test_demo_once_makes_one_call_per_format_and_exits_0(tmp_path):
 
 def test_demo_stops_all_three_on_ctrl_c_leaving_no_process(tmp_path):
     args, ports = demo_command(tmp_path, "--server", "gunicorn")
-    demo = subprocess.Popen(args, env=base_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, cwd=tmp_path)  # fmt: skip
+    demo = subprocess.Popen(
+        args,
+        env=base_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=tmp_path,
+    )
     lines: list[str] = []
     ready = threading.Event()
 

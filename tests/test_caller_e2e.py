@@ -94,8 +94,12 @@ def send(caller: RunningApp, token_format: str | None = None) -> requests.Respon
 
 def creations(issuer: RunningApp, machine_id: str = CALLER.id) -> int:
     """Token creations by `machine_id`, from the issuer's usage counts."""
-    answer = requests.get(f"{issuer.url}/v1/usage", params={"machine_id": machine_id,
-                          "range": "hour"}, headers=SK, timeout=5)  # fmt: skip
+    answer = requests.get(
+        f"{issuer.url}/v1/usage",
+        params={"machine_id": machine_id, "range": "hour"},
+        headers=SK,
+        timeout=5,
+    )
     assert answer.status_code == 200, answer.text
     return answer.json()["totals"]["creations"]["total"]
 
@@ -154,8 +158,12 @@ def test_short_ttl_is_refreshed_before_expiry_and_no_send_fails(fresh_caller, is
 
 def test_revoked_opaque_token_is_replaced_through_the_retry_on_401(caller, issuer):
     first = send(caller, "opaque").json()["token"]["id"]
-    revoked = requests.post(f"{issuer.url}/v1/m2m_tokens/{first}/revoke", headers=SK,
-                            json={"revocation_reason": "e2e"}, timeout=5)  # fmt: skip
+    revoked = requests.post(
+        f"{issuer.url}/v1/m2m_tokens/{first}/revoke",
+        headers=SK,
+        json={"revocation_reason": "e2e"},
+        timeout=5,
+    )
     assert revoked.status_code == 200 and revoked.json()["revoked"] is True
     answer = send(caller, "opaque")
     assert answer.status_code == 200, answer.text
@@ -178,19 +186,30 @@ def test_caller_without_scope_reports_the_receivers_401(fresh_caller):
 
 
 def test_rotated_machine_key_stops_working_at_once_and_the_error_says_so(fresh_caller, issuer):
-    created = requests.post(f"{issuer.url}/v1/machines", headers=SK, timeout=5,
-                            json={"name": "e2e-rotating-caller",
-                                  "scoped_machines": [RECEIVER.id]})  # fmt: skip
+    created = requests.post(
+        f"{issuer.url}/v1/machines",
+        headers=SK,
+        timeout=5,
+        json={"name": "e2e-rotating-caller", "scoped_machines": [RECEIVER.id]},
+    )
     assert created.status_code == 200, created.text
     machine, old_key = created.json()["id"], created.json()["secret_key"]
     caller = fresh_caller(old_key)
     assert send(caller, "opaque").status_code == 200
 
-    rotated = requests.post(f"{issuer.url}/v1/machines/{machine}/secret_key/rotate",
-                            headers=SK, json={"previous_token_ttl": 0}, timeout=5)  # fmt: skip
+    rotated = requests.post(
+        f"{issuer.url}/v1/machines/{machine}/secret_key/rotate",
+        headers=SK,
+        json={"previous_token_ttl": 0},
+        timeout=5,
+    )
     assert rotated.status_code == 200 and rotated.json()["secret"] != old_key
-    direct = requests.post(f"{issuer.url}/m2m_tokens", json={}, timeout=5,
-                           headers={"Authorization": f"Bearer {old_key}"})  # fmt: skip
+    direct = requests.post(
+        f"{issuer.url}/m2m_tokens",
+        json={},
+        timeout=5,
+        headers={"Authorization": f"Bearer {old_key}"},
+    )
     assert direct.status_code == 401  # the issuer itself refuses the old key at once
     answer = send(caller, "jwt")  # no jwt cached yet: the caller must create one with its key
     assert answer.status_code == 502

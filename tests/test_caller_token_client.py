@@ -85,8 +85,15 @@ class FakeServer:
                 self.jwt_gate.wait(10)
             if scripted is not None:
                 status, headers = scripted
-                envelope = {"errors": [{"message": "scripted", "long_message": "scripted "
-                            f"failure {status}", "code": f"code_{status}"}]}  # fmt: skip
+                envelope = {
+                    "errors": [
+                        {
+                            "message": "scripted",
+                            "long_message": f"scripted failure {status}",
+                            "code": f"code_{status}",
+                        }
+                    ]
+                }
                 return jsonify(envelope), status, headers
             minted = self._mint(body)
             with self.lock:
@@ -110,8 +117,10 @@ class FakeServer:
                 challenge = 'Bearer realm="fake", error="invalid_token", '
                 challenge += 'error_description="The token was revoked"'
                 return jsonify(error="invalid_token"), 401, {"WWW-Authenticate": challenge}
-            return jsonify(messageReceived=(request.get_json(silent=True) or {}).get("message"),
-                           token_id=self.minted[secret])  # fmt: skip
+            return jsonify(
+                messageReceived=(request.get_json(silent=True) or {}).get("message"),
+                token_id=self.minted[secret],
+            )
 
         return app
 
@@ -127,11 +136,20 @@ class FakeServer:
         with self.lock:
             self.minted[secret] = token_id
         return {
-            "object": "machine_to_machine_token", "id": token_id, "subject": "mch_fake",
-            "claims": None, "scopes": [], "revoked": False, "revocation_reason": None,
-            "expired": False, "expiration": now_ms + int(ttl * 1000), "last_used_at": None,
-            "created_at": now_ms, "updated_at": now_ms, "token": secret,
-        }  # fmt: skip
+            "object": "machine_to_machine_token",
+            "id": token_id,
+            "subject": "mch_fake",
+            "claims": None,
+            "scopes": [],
+            "revoked": False,
+            "revocation_reason": None,
+            "expired": False,
+            "expiration": now_ms + int(ttl * 1000),
+            "last_used_at": None,
+            "created_at": now_ms,
+            "updated_at": now_ms,
+            "token": secret,
+        }
 
 
 class FakeClock:
@@ -212,9 +230,12 @@ def test_clock_skew_only_makes_the_client_refresh_earlier(fake):
     """Our wall clock 100 s behind the issuer would add 100 s of life; created_at caps it."""
     clock = FakeClock()
     client = make_client(
-        fake, ttl_seconds=60, refresh_margin_seconds=10, monotonic=clock,
+        fake,
+        ttl_seconds=60,
+        refresh_margin_seconds=10,
+        monotonic=clock,
         wall_clock=lambda: time.time() - 100,
-    )  # fmt: skip
+    )
     first = client.get_token()
     clock.now += 51
     assert client.get_token().id != first.id
@@ -421,9 +442,14 @@ class CountingSession(requests.Session):
 
 def test_unreachable_issuer_is_retried_then_reported():
     session, sleeps = CountingSession(), []
-    client = M2MTokenClient(f"http://127.0.0.1:{free_port()}", MACHINE_KEY, timeout=1,
-                            retry=RetryPolicy(max_attempts=3), session=session,
-                            sleep=sleeps.append)  # fmt: skip
+    client = M2MTokenClient(
+        f"http://127.0.0.1:{free_port()}",
+        MACHINE_KEY,
+        timeout=1,
+        retry=RetryPolicy(max_attempts=3),
+        session=session,
+        sleep=sleeps.append,
+    )
     with pytest.raises(IssuerUnavailable, match="unreachable"):
         client.get_token()
     assert session.attempts == 3  # every attempt was made, with a backoff between two

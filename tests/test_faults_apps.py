@@ -50,9 +50,8 @@ def receiver(xprocess, issuer):
         "CLERK_MACHINE_SECRET_KEY": RECEIVER.secret_key,
         "CLERK_MACHINE_ID": RECEIVER.id,
         "M2M_VERIFY_CACHE_SECONDS": "0",  # every opaque token goes to the issuer
-        "M2M_ISSUER_TIMEOUT_SECONDS": "1",
     }
-    app = start_app(xprocess, "receiver_app", env)
+    app = start_app(xprocess, "tests.quick_receiver", env)  # issuer timeout: 1 s
     STARTED.append(app)
     yield app
     app.stop()

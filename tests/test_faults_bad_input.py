@@ -29,7 +29,7 @@ from werkzeug.serving import make_server
 
 import receiver_app
 from mock_issuer import db
-from receiver_app.config import SETTINGS
+from receiver_app.config import ENV_VARS
 from tests.conftest import CALLER, OUTSIDER, RECEIVER, TEST_SECRET_KEY, make_issuer_app
 from tests.faults_strategies import (
     CONTENT_TYPES,
@@ -360,7 +360,7 @@ def receiver_world(tmp_path_factory) -> Iterator[ReceiverWorld]:
     issuer_client.post(f"/m2m_tokens/{token_id}/revoke", json={}, headers=SK)
     invalid = [revoked, mint(OUTSIDER.secret_key), mint(OUTSIDER.secret_key, token_format="jwt")]
     with pytest.MonkeyPatch.context() as mp:
-        for name in SETTINGS:
+        for name in ENV_VARS:
             mp.delenv(name, raising=False)
         mp.setenv("M2M_SKIP_DOTENV", "1")
         app = receiver_app.create_app(

@@ -12,14 +12,14 @@ import requests
 
 from tests.conftest import CALLER, OUTSIDER, RECEIVER, TEST_SECRET_KEY, issuer_env
 from tests.harness import RunningApp, free_port, start_app
+from tests.quick_receiver import JWKS_COOLDOWN, JWKS_LIFESPAN
 
 pytestmark = pytest.mark.e2e
 
 TIMEOUT = 10
-COOLDOWN = (
-    1.0  # the receiver's JWKS refresh cooldown here (the minimum), so a rotation is seen quickly
-)
-LIFESPAN = 1.0  # short, so the outage test also proves the last good keys are kept
+# The receiver runs as tests.quick_receiver: its JWKS cooldown is short, so a rotation is seen
+# quickly, and so is its lifespan, so the outage test also proves the last good keys are kept.
+QUICK_RECEIVER = "tests.quick_receiver"
 
 
 @pytest.fixture(scope="module")
@@ -38,9 +38,6 @@ def receiver_env(issuer: RunningApp, **extra: str) -> dict[str, str]:
         "CLERK_API_URL": issuer.url,
         "CLERK_MACHINE_SECRET_KEY": RECEIVER.secret_key,
         "CLERK_MACHINE_ID": RECEIVER.id,
-        "M2M_ISSUER_TIMEOUT_SECONDS": "2",
-        "M2M_JWKS_COOLDOWN_SECONDS": str(COOLDOWN),
-        "M2M_JWKS_LIFESPAN_SECONDS": str(LIFESPAN),
         "M2M_JWT_CACHE_SECONDS": "0",  # every JWT is checked against the keys, none remembered
         **extra,
     }
@@ -50,7 +47,7 @@ def receiver_env(issuer: RunningApp, **extra: str) -> dict[str, str]:
 def receiver(xprocess, issuer) -> Iterator[RunningApp]:
     """Under gunicorn with one worker, so every request sees the same JWKS cache."""
     running = start_app(
-        xprocess, "receiver_app", receiver_env(issuer), server="gunicorn", workers=1
+        xprocess, QUICK_RECEIVER, receiver_env(issuer), server="gunicorn", workers=1
     )
     yield running
     running.stop()
@@ -137,7 +134,9 @@ def test_old_and_new_jwts_verify_after_signing_key_rotation(issuer, receiver):
     assert rotated.status_code == 200, rotated.text
     new = mint(issuer, token_format="jwt")["token"]
     assert jwt.get_unverified_header(new)["kid"] != jwt.get_unverified_header(old)["kid"]
-    time.sleep(COOLDOWN)  # the receiver fetched its keys just now: one cooldown to see the new kid
+    time.sleep(
+        JWKS_COOLDOWN
+    )  # the receiver fetched its keys just now: one cooldown to see the new kid
     assert send(receiver, new).status_code == 200
     assert send(receiver, old).status_code == 200
 
@@ -148,7 +147,7 @@ def test_with_the_issuer_stopped_jwts_verify_and_opaque_tokens_get_503(issuer, r
     assert send(receiver, jwt_token).status_code == 200
     issuer.stop()
     try:
-        time.sleep(LIFESPAN)  # the receiver's keys are now stale and cannot be refreshed
+        time.sleep(JWKS_LIFESPAN)  # the receiver's keys are now stale and cannot be refreshed
         assert send(receiver, jwt_token).status_code == 200
         response = send(receiver, opaque_token)
         assert response.status_code == 503

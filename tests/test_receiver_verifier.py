@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 import receiver_app
-from receiver_app.config import SETTINGS
+from receiver_app.config import ENV_VARS
 from tests.harness import free_port
 
 RECEIVER_ID = "mch_unitreceiver000000000000000"
@@ -71,12 +71,19 @@ class FakeIssuer:
     def add_opaque(self, token: str, **fields: Any) -> dict[str, Any]:
         now_ms = int(time.time() * 1000)
         obj = {
-            "object": "machine_to_machine_token", "id": "mt_" + token[-32:].rjust(32, "0"),
-            "subject": CALLER_ID, "claims": {"role": "demo"}, "scopes": [RECEIVER_ID],
-            "revoked": False, "revocation_reason": None, "expired": False,
-            "expiration": now_ms + 3_600_000, "last_used_at": None,
-            "created_at": now_ms, "updated_at": now_ms,
-        }  # fmt: skip
+            "object": "machine_to_machine_token",
+            "id": "mt_" + token[-32:].rjust(32, "0"),
+            "subject": CALLER_ID,
+            "claims": {"role": "demo"},
+            "scopes": [RECEIVER_ID],
+            "revoked": False,
+            "revocation_reason": None,
+            "expired": False,
+            "expiration": now_ms + 3_600_000,
+            "last_used_at": None,
+            "created_at": now_ms,
+            "updated_at": now_ms,
+        }
         obj.update(fields)
         self.tokens[token] = obj
         return obj
@@ -142,7 +149,7 @@ def fake_issuer() -> Iterator[FakeIssuer]:
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch, fake_issuer) -> None:
     """No developer configuration leaks in; the fake issuer starts each test fresh."""
-    for name in SETTINGS:
+    for name in ENV_VARS:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("M2M_SKIP_DOTENV", "1")
     fake_issuer.reset()
@@ -150,7 +157,9 @@ def clean_env(monkeypatch, fake_issuer) -> None:
 
 @pytest.fixture
 def make_client(fake_issuer):
-    def _make(**settings: str):
+    def _make(tunables: dict[str, Any] | None = None, **settings: str):
+        """A test client of the app with these variables; `tunables` override the verifier's
+        constructor defaults (leeway, issuer timeout...)."""
         config = {
             "CLERK_API_URL": fake_issuer.url,
             "CLERK_MACHINE_SECRET_KEY": RECEIVER_KEY,
@@ -158,6 +167,9 @@ def make_client(fake_issuer):
             **settings,
         }
         app = receiver_app.create_app(config)
+        if tunables:
+            verifier = receiver_app.build_verifier(app.extensions["settings"], **tunables)
+            app.extensions["m2m_verifier"] = verifier
         app.testing = True
         return app.test_client()
 
@@ -175,9 +187,16 @@ OPAQUE_FORM = "mt_" + "e" * 64  # a token sent as an access_token parameter
 def claims(**overrides: Any) -> dict[str, Any]:
     now = int(time.time())
     base = {
-        "iss": ISSUER["url"], "sub": CALLER_ID, "iat": now, "nbf": now, "exp": now + 60,
-        "jti": "mt_" + "a" * 32, "scopes": RECEIVER_ID, "aud": [RECEIVER_ID], "role": "demo",
-    }  # fmt: skip
+        "iss": ISSUER["url"],
+        "sub": CALLER_ID,
+        "iat": now,
+        "nbf": now,
+        "exp": now + 60,
+        "jti": "mt_" + "a" * 32,
+        "scopes": RECEIVER_ID,
+        "aud": [RECEIVER_ID],
+        "role": "demo",
+    }
     base.update(overrides)
     return {k: v for k, v in base.items() if v is not None}
 
@@ -387,9 +406,21 @@ def test_receiver_named_in_aud_or_scopes_alone_is_enough(client, audience):
 
 @pytest.mark.parametrize(
     "token",
-    ["hello", "mt_", "a.b", "a.b.c.d", "mt_x.y", "Zm9v", "mt_" + "a" * 126, "mt_" + "f" * 8000,
-     "mt_abc+def", "mt_abc/def", "mt_abc=", "MT_" + "f" * 64],
-)  # fmt: skip
+    [
+        "hello",
+        "mt_",
+        "a.b",
+        "a.b.c.d",
+        "mt_x.y",
+        "Zm9v",
+        "mt_" + "a" * 126,
+        "mt_" + "f" * 8000,
+        "mt_abc+def",
+        "mt_abc/def",
+        "mt_abc=",
+        "MT_" + "f" * 64,
+    ],
+)
 def test_token_of_neither_shape_is_rejected_without_any_network_call(client, fake_issuer, token):
     response = client.post("/receive", headers=bearer(token))
     assert response.headers["WWW-Authenticate"] == invalid("token format is not recognised")
@@ -463,7 +494,7 @@ def test_custom_issuer_is_enforced(make_client):
 
 def test_leeway_tolerates_small_clock_skew_only(make_client):
     token = make_jwt(exp=int(time.time()) - 2)
-    lenient, strict = make_client(), make_client(M2M_JWT_LEEWAY_SECONDS="0")
+    lenient, strict = make_client(), make_client({"leeway_seconds": 0})
     assert lenient.post("/receive", headers=bearer(token)).status_code == 200
     assert strict.post("/receive", headers=bearer(token)).status_code == 401
 
@@ -659,7 +690,7 @@ def test_issuer_token_object_without_claims_gives_empty_claims(client, fake_issu
 
 
 def test_slow_issuer_times_out_into_503(make_client, fake_issuer):
-    client = make_client(M2M_ISSUER_TIMEOUT_SECONDS="0.2")
+    client = make_client({"issuer_timeout_seconds": 0.2})
     fake_issuer.add_opaque(OPAQUE)
     fake_issuer.verify_delay = 1.0
     started = time.monotonic()
@@ -700,7 +731,7 @@ def test_without_cache_every_request_asks_the_issuer(client, fake_issuer):
 
 
 def test_tokens_never_appear_in_logs_or_answers(make_client, fake_issuer, caplog):
-    client = make_client(M2M_ISSUER_TIMEOUT_SECONDS="0.2")
+    client = make_client({"issuer_timeout_seconds": 0.2})
     tokens = [OPAQUE, make_jwt(exp=int(time.time()) - 60), tampered_signature(), "mt_" + "9" * 40]
     with caplog.at_level(logging.DEBUG):
         for status in (None, 401, 500):
@@ -717,9 +748,15 @@ def test_tokens_never_appear_in_logs_or_answers(make_client, fake_issuer, caplog
 
 @pytest.mark.parametrize(
     "header,expected",
-    [("7", "7"), ("86400", "60"), ("0", "1"), ("soon", "5"), ("\u00b2", "5"),
-     ("Wed, 21 Oct 2015 07:28:00 GMT", "5")],
-)  # fmt: skip
+    [
+        ("7", "7"),
+        ("86400", "60"),
+        ("0", "1"),
+        ("soon", "5"),
+        ("\u00b2", "5"),
+        ("Wed, 21 Oct 2015 07:28:00 GMT", "5"),
+    ],
+)
 def test_issuer_retry_after_is_capped_and_garbage_means_the_default(
     client, fake_issuer, header, expected
 ):
@@ -779,16 +816,9 @@ def test_unhandled_exception_is_500_json_without_traceback(make_client):
 
 
 def test_jwt_memo_is_bounded_and_keeps_only_token_hashes(fake_issuer):
-    from receiver_app.verifier import M2MVerifier, VerifierConfig
+    from receiver_app.verifier import M2MVerifier
 
-    config = VerifierConfig(
-        api_url=fake_issuer.url,
-        machine_secret_key=RECEIVER_KEY,
-        machine_id=RECEIVER_ID,
-        jwt_issuer=fake_issuer.url,
-        cache_max_entries=3,
-    )
-    verifier = M2MVerifier(config)
+    verifier = M2MVerifier(fake_issuer.url, RECEIVER_KEY, RECEIVER_ID, cache_max_entries=3)
     tokens = [make_jwt(jti=f"mt_{i:032x}") for i in range(5)]
     for token in tokens:
         assert verifier.verify(token).machine_id == CALLER_ID

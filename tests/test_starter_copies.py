@@ -14,13 +14,17 @@ from tests.conftest import CALLER, RECEIVER
 from tests.harness import REPO_ROOT
 
 CONFIGS = {
-    "caller_app": {"CLERK_API_URL": "http://127.0.0.1:1",
-                   "CLERK_MACHINE_SECRET_KEY": CALLER.secret_key,
-                   "RECEIVER_URL": "http://127.0.0.1:1"},
-    "receiver_app": {"CLERK_API_URL": "http://127.0.0.1:1",
-                     "CLERK_MACHINE_SECRET_KEY": RECEIVER.secret_key,
-                     "CLERK_MACHINE_ID": RECEIVER.id},
-}  # fmt: skip
+    "caller_app": {
+        "CLERK_API_URL": "http://127.0.0.1:1",
+        "CLERK_MACHINE_SECRET_KEY": CALLER.secret_key,
+        "RECEIVER_URL": "http://127.0.0.1:1",
+    },
+    "receiver_app": {
+        "CLERK_API_URL": "http://127.0.0.1:1",
+        "CLERK_MACHINE_SECRET_KEY": RECEIVER.secret_key,
+        "CLERK_MACHINE_ID": RECEIVER.id,
+    },
+}
 # Build the app, answer /healthz, and prove the original package was never imported.
 SCRIPT = """
 import sys, my_copy
@@ -38,8 +42,13 @@ def test_a_renamed_copy_of_the_app_folder_works_on_its_own(app, tmp_path):
     script = f"CONFIG = {CONFIGS[app]!r}\nORIGINAL = {app!r}\n{SCRIPT}"
     env = {**os.environ, "PYTHONPATH": str(tmp_path), "M2M_SKIP_DOTENV": "1"}
     result = subprocess.run(
-        [sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
-        timeout=60, check=False,
-    )  # fmt: skip
+        [sys.executable, "-c", script],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "ok"

@@ -6,14 +6,14 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from receiver_app.jwks import JwksCache
-from receiver_app.verifier import M2MVerifier, VerifierConfig
+from receiver_app.verifier import M2MVerifier
 
 ISSUER = "http://127.0.0.1:8780"  # only a claim value: nothing is contacted
 CALLER_ID = "mch_benchcaller0000000000000000"
@@ -44,24 +44,34 @@ def bench_verifier(calls: int, rounds: int) -> VerifyCosts:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     now = int(time.time())
     claims = {
-        "iss": ISSUER, "sub": CALLER_ID, "iat": now, "nbf": now, "exp": now + 3600,
-        "jti": "mt_" + "0" * 32, "aud": [RECEIVER_ID], "scopes": RECEIVER_ID,
-    }  # fmt: skip
+        "iss": ISSUER,
+        "sub": CALLER_ID,
+        "iat": now,
+        "nbf": now,
+        "exp": now + 3600,
+        "jti": "mt_" + "0" * 32,
+        "aud": [RECEIVER_ID],
+        "scopes": RECEIVER_ID,
+    }
     token = jwt.encode(claims, key, algorithm="RS256", headers={"kid": KID, "typ": "JWT"})
     public_jwk = jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key(), as_dict=True)
     jwks = {"keys": [{**public_jwk, "kid": KID, "alg": "RS256", "use": "sig"}]}
 
-    config = VerifierConfig(
-        api_url=ISSUER,
-        machine_secret_key="ak_bench",  # noqa: S106  (never used: no opaque token here)
-        machine_id=RECEIVER_ID,
-        jwt_issuer=ISSUER,
-        jwks_url="unused",
-        jwt_cache_seconds=0,  # every call checks the signature and the claims
-    )
     keys = JwksCache(lambda: jwks)  # preloaded by the warm-up call below, no network
-    checking = M2MVerifier(config, keys=keys)
-    remembering = M2MVerifier(replace(config, jwt_cache_seconds=60), keys=keys)
+
+    def verifier(jwt_cache_seconds: float) -> M2MVerifier:
+        return M2MVerifier(
+            ISSUER,
+            "ak_bench",  # never used: no opaque token here
+            RECEIVER_ID,
+            jwt_issuer=ISSUER,
+            jwks_url="unused",
+            jwt_cache_seconds=jwt_cache_seconds,
+            keys=keys,
+        )
+
+    checking = verifier(0)  # every call checks the signature and the claims
+    remembering = verifier(60)
     public_key = key.public_key()
 
     calls_by_name: dict[str, Callable[[], Any]] = {

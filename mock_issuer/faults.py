@@ -1,4 +1,4 @@
-"""Fault injection and Clerk's per-instance rate limit, emulated (ours; both off by default).
+"""Fault injection (ours; off by default), and the hook that applies `rate_limit.py` too.
 
 A fault rule: a `route` (`"POST /m2m_tokens"` as the issuer routes it, `/v1` optional, or `"*"`
 for every API route), what happens (an error `status`, where 429 and 503 carry `Retry-After`,
@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
-import re
 import sqlite3
 import time
 from collections.abc import Collection, Sequence
@@ -30,6 +28,8 @@ from . import db
 from .auth import require_instance
 from .db_access import get_conn
 from .errors import ClerkError, body_invalid, invalid_param
+from .rate_limit import SCHEMA as rate_limit_schema
+from .rate_limit import RateLimit
 from .requests_util import as_int, as_number, as_str, json_body, require
 
 log = logging.getLogger("mock_issuer")
@@ -47,7 +47,6 @@ _ERROR_CODES = {
     503: ("service_unavailable", "Service unavailable"),
     504: ("gateway_timeout", "Gateway timeout"),
 }
-RATE_LIMIT_PRESETS = {"development": (100, 10), "production": (1000, 10)}
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS fault_settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -56,10 +55,6 @@ CREATE TABLE IF NOT EXISTS fault_rules (
     spec TEXT NOT NULL,
     matched INTEGER NOT NULL DEFAULT 0,
     faulted INTEGER NOT NULL DEFAULT 0
-);
-CREATE TABLE IF NOT EXISTS rate_limit_windows (
-    window_start INTEGER PRIMARY KEY,
-    count INTEGER NOT NULL
 );
 """
 
@@ -86,17 +81,15 @@ class FaultRule:
         unknown = sorted(set(data) - RULE_FIELDS)
         if unknown:
             raise body_invalid(f"unknown field {unknown[0]!r}", param=unknown[0])
-        share = _optional(data, "share", 1.0, lambda n, v: as_number(n, v, 0, 1))
+        share = _optional(data, "share", 1.0, as_number, 0, 1)
         if share == 0:
             raise invalid_param("share", "must be greater than 0")
         return cls(
             route=_route(require(data, "route"), routes),
-            status=_optional(data, "status", None, lambda n, v: as_int(n, v, 400, 599)),
-            retry_after=_optional(data, "retry_after", 1, lambda n, v: as_int(n, v, 0, 3600)),
-            delay_seconds=_optional(
-                data, "delay_seconds", 0, lambda n, v: as_number(n, v, 0, MAX_DELAY_SECONDS)
-            ),
-            count=_optional(data, "count", None, lambda n, v: as_int(n, v, 1, 10**9)),
+            status=_optional(data, "status", None, as_int, 400, 599),
+            retry_after=_optional(data, "retry_after", 1, as_int, 0, 3600),
+            delay_seconds=_optional(data, "delay_seconds", 0, as_number, 0, MAX_DELAY_SECONDS),
+            count=_optional(data, "count", None, as_int, 1, 10**9),
             share=share,
         )
 
@@ -108,9 +101,7 @@ class FaultRule:
         if self.count is not None and faulted >= self.count:
             return False
         # Exactly floor(n * share) of the first n; the epsilon absorbs float rounding.
-        return math.floor(matched * self.share + 1e-9) > math.floor(
-            (matched - 1) * self.share + 1e-9
-        )
+        return int(matched * self.share + 1e-9) > int((matched - 1) * self.share + 1e-9)
 
     def describe(self) -> str:
         effects = [f"delay {self.delay_seconds:g} s"] if self.delay_seconds else []
@@ -122,10 +113,11 @@ class FaultRule:
         )
 
 
-def _optional(data: dict[str, Any], name: str, default: Any, check: Any) -> Any:
-    """The checked field, or `default` when it is absent or null (never for 0 or "")."""
+def _optional(data: dict[str, Any], name: str, default: Any, check: Any, lo: Any, hi: Any) -> Any:
+    """`check(name, value, lo, hi)` of the field, or `default` when it is absent or null
+    (never for 0 or "")."""
     value = data.get(name)
-    return default if value is None else check(name, value)
+    return default if value is None else check(name, value, lo, hi)
 
 
 def _route(value: Any, routes: Collection[str]) -> str:
@@ -176,50 +168,6 @@ def api_routes(app: Flask) -> set[str]:
     }
 
 
-# ---- rate limit ----
-
-
-@dataclass(frozen=True)
-class RateLimit:
-    """At most `limit` requests per fixed window of `window_seconds`, for the whole instance."""
-
-    limit: int
-    window_seconds: int
-
-    @classmethod
-    def parse(cls, text: str) -> RateLimit | None:
-        """MOCK_ISSUER_RATE_LIMIT: off, development (100/10s), production (1000/10s) or N/Ws."""
-        text = text.strip().lower()
-        if text in ("", "off"):
-            return None
-        if text in RATE_LIMIT_PRESETS:
-            return cls(*RATE_LIMIT_PRESETS[text])
-        match = re.fullmatch(r"(\d{1,7})\s*/\s*(\d{1,4})\s*s", text)
-        if not match or int(match[1]) < 1 or not 1 <= int(match[2]) <= 3600:
-            raise RuntimeError(
-                "MOCK_ISSUER_RATE_LIMIT must be off, development, production or N/Ws (e.g. 5/1s)"
-            )
-        return cls(int(match[1]), int(match[2]))
-
-
-def _check_rate_limit(conn: sqlite3.Connection, rate_limit: RateLimit) -> None:
-    """Count the request into the current window shared by all workers; 429 once it is full."""
-    window_ms = rate_limit.window_seconds * 1000
-    now = db.now_ms()
-    start = now - now % window_ms
-    with db.write(conn):
-        conn.execute("DELETE FROM rate_limit_windows WHERE window_start < ?", (start,))
-        used = conn.execute(
-            "INSERT INTO rate_limit_windows (window_start, count) VALUES (?, 1)"
-            " ON CONFLICT (window_start) DO UPDATE SET count = count + 1 RETURNING count",
-            (start,),
-        ).fetchone()[0]
-    if used > rate_limit.limit:
-        seconds_left = -(-(start + window_ms - now) // 1000)
-        detail = f"rate limit of {rate_limit.limit} requests per {rate_limit.window_seconds} s"
-        raise fault_error(429, f"{detail} exceeded; emulated", seconds_left)
-
-
 # ---- storage ----
 
 
@@ -253,7 +201,7 @@ def report(conn: sqlite3.Connection) -> dict[str, Any]:
 def describe(rules: Sequence[FaultRule], rate_limit: RateLimit | None = None) -> str:
     parts = [rule.describe() for rule in rules]
     if rate_limit:
-        parts.append(f"rate limit {rate_limit.limit} per {rate_limit.window_seconds} s")
+        parts.append(rate_limit.describe())
     return "; ".join(parts) or "off"
 
 
@@ -291,8 +239,9 @@ def _before_request() -> None:
         return
     conn = get_conn()
     rate_limit = current_app.extensions["fault_rate_limit"]
-    if rate_limit is not None:
-        _check_rate_limit(conn, rate_limit)
+    retry_after = rate_limit.count(conn) if rate_limit else None
+    if retry_after is not None:
+        raise fault_error(429, f"{rate_limit.describe()} exceeded; emulated", retry_after)
     url_rule = request.url_rule
     route = f"{request.method} {normalize_path(url_rule.rule)}" if url_rule else "(no route)"
     rule = _decide(conn, route)
@@ -370,7 +319,7 @@ def init_app(app: Flask) -> None:
     conn = db.connect(app.config["MOCK_ISSUER_DB"])
     start_id = _server_start_id()
     with db.write(conn):
-        for statement in SCHEMA.split(";"):
+        for statement in (*SCHEMA.split(";"), rate_limit_schema):
             if statement.strip():
                 conn.execute(statement)
         row = conn.execute("SELECT value FROM fault_settings WHERE key = 'started'").fetchone()

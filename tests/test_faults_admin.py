@@ -14,7 +14,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from mock_issuer import db
-from mock_issuer.faults import RateLimit, normalize_path
+from mock_issuer.faults import normalize_path
+from mock_issuer.rate_limit import RateLimit
 from tests.conftest import CALLER, TEST_SECRET_KEY, make_issuer_app
 
 SK = {"Authorization": f"Bearer {TEST_SECRET_KEY}"}
@@ -322,7 +323,10 @@ def test_environment_faults_apply_at_start_and_are_logged_without_keys(tmp_path,
     assert create(client).status_code == 201
     on = [r.getMessage() for r in caplog.records if "from the environment" in r.getMessage()]
     assert len(on) == 1
-    assert "POST /m2m_tokens -> 503 (at most 1)" in on[0] and "rate limit 100 per 10 s" in on[0]
+    assert (
+        "POST /m2m_tokens -> 503 (at most 1)" in on[0]
+        and "rate limit of 100 requests per 10 s" in on[0]
+    )
     assert TEST_SECRET_KEY not in caplog.text and CALLER.secret_key not in caplog.text
     db.close_thread_connections()
 

@@ -1,18 +1,16 @@
 """Drive the mock issuer's fault rules from tests: `IssuerFaults(url, sk)`.
 
     faults = IssuerFaults(issuer.url, TEST_SECRET_KEY)
-    with faults.injected("POST /m2m_tokens", status=503, count=2):
-        ...                                   # the next two creations answer 503
-    faults.set("POST /m2m_tokens")            # no fault: the rule only counts
-    faults.rule()["matched"]                  # creations the issuer received since
+    faults.set("POST /m2m_tokens", status=503, count=2)  # the next two creations answer 503
+    faults.rule()                   # {..., "matched": creations seen, "faulted": of those}
+    faults.set("POST /m2m_tokens")  # no fault: the rule only counts
+    faults.clear()
 
 Talks to the admin route: `GET` lists, `PUT` replaces, `DELETE` clears `/v1/_faults`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import requests
@@ -43,10 +41,7 @@ class IssuerFaults:
     def set(self, route: str, **rule: Any) -> dict[str, Any]:
         """Replace every rule with this one (status=, retry_after=, delay_seconds=, count=,
         share=); with neither status nor delay it only counts."""
-        return self.set_rules([{"route": route, **rule}])
-
-    def set_rules(self, rules: list[dict[str, Any]]) -> dict[str, Any]:
-        return self._call("PUT", {"rules": rules})
+        return self._call("PUT", {"rules": [{"route": route, **rule}]})
 
     def clear(self) -> dict[str, Any]:
         return self._call("DELETE")
@@ -54,12 +49,3 @@ class IssuerFaults:
     def rule(self, index: int = 0) -> dict[str, Any]:
         """A rule with its counters: `matched` (requests it saw), `faulted` (of those)."""
         return self.state()["rules"][index]
-
-    @contextmanager
-    def injected(self, route: str, **rule: Any) -> Iterator[IssuerFaults]:
-        """The rule holds inside the block; every rule is cleared on the way out."""
-        self.set(route, **rule)
-        try:
-            yield self
-        finally:
-            self.clear()

@@ -1,11 +1,10 @@
-"""Fault injection and rate-limit emulation through Flask's test client: the admin route, rule
-matching, deterministic shares, count limits, Retry-After, hangs, the environment settings."""
+"""Fault rules and rate-limit emulation through Flask's test client: the admin route, which
+requests a rule hits, deterministic shares, count limits, Retry-After, delays, the environment."""
 
 from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,12 +14,14 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from mock_issuer import db
-from mock_issuer.faults import FaultConfig, FaultRule, FaultSpecError, RateLimit, normalize_path
-from tests.conftest import CALLER, RECEIVER, TEST_SECRET_KEY, make_issuer_app
+from mock_issuer.faults import normalize_path
+from mock_issuer.rate_limit import RateLimit
+from tests.conftest import CALLER, TEST_SECRET_KEY, make_issuer_app
 
 SK = {"Authorization": f"Bearer {TEST_SECRET_KEY}"}
 AK = {"Authorization": f"Bearer {CALLER.secret_key}"}
 FAULTS = "/v1/_faults"
+CREATE = "POST /m2m_tokens"
 
 
 def make_app(workdir: Path, **config: object) -> Flask:
@@ -40,8 +41,8 @@ def client(app: Flask) -> Iterator[FlaskClient]:
     assert client.delete(FAULTS, headers=SK).status_code == 200
 
 
-def put(client: FlaskClient, *rules: dict, **settings) -> dict:
-    resp = client.put(FAULTS, json={"rules": list(rules), **settings}, headers=SK)
+def put(client: FlaskClient, *rules: dict) -> dict:
+    resp = client.put(FAULTS, json={"rules": list(rules)}, headers=SK)
     assert resp.status_code == 200, resp.json
     return resp.json
 
@@ -65,18 +66,15 @@ def assert_envelope(resp, status: int, code: str) -> dict:
 # ---- off by default; the admin route ----
 
 
-def test_faults_are_off_by_default_and_nothing_is_counted(client):
+def test_faults_are_off_by_default(client):
     assert create(client).status_code == 201
     state = client.get(FAULTS, headers=SK).json
-    assert state["object"] == "fault_config"
-    assert state["active"] is False
-    assert state["rules"] == [] and state["rate_limit"] is None
-    assert state["request_counts"] == {}
+    assert state == {"object": "fault_rules", "rules": [], "rate_limit": None}
 
 
 def test_admin_route_requires_the_instance_key(client):
     assert_envelope(client.get(FAULTS), 401, "authorization_header_format_invalid")
-    assert_envelope(client.put(FAULTS, json={}, headers=AK), 401, "clerk_key_invalid")
+    assert_envelope(client.put(FAULTS, json={"rules": []}, headers=AK), 401, "clerk_key_invalid")
     bad_sk = {"Authorization": "Bearer sk_test_wrong"}
     assert_envelope(client.delete(FAULTS, headers=bad_sk), 401, "clerk_key_invalid")
 
@@ -84,22 +82,23 @@ def test_admin_route_requires_the_instance_key(client):
 @pytest.mark.parametrize(
     ("rule", "param"),
     [
-        ({"status": 200}, "status"),
-        ({"status": 600}, "status"),
-        ({"status": "503"}, "status"),
-        ({"status": 503, "share": 0}, "share"),
-        ({"status": 503, "share": 1.5}, "share"),
-        ({"status": 503, "share": True}, "share"),
-        ({"status": 503, "count": 0}, "count"),
-        ({"latency_ms": 60_001}, "latency_ms"),
-        ({"hang_seconds": 61}, "hang_seconds"),
-        ({"hang_seconds": 0}, "hang_seconds"),
-        ({"status": 503, "retry_after": -1}, "retry_after"),
-        ({"status": 503, "retry_after": "1"}, "retry_after"),
+        ({"route": CREATE, "status": 200}, "status"),
+        ({"route": CREATE, "status": 600}, "status"),
+        ({"route": CREATE, "status": "503"}, "status"),
+        ({"route": CREATE, "status": 503, "share": 0}, "share"),
+        ({"route": CREATE, "status": 503, "share": 1.5}, "share"),
+        ({"route": CREATE, "status": 503, "share": True}, "share"),
+        ({"route": CREATE, "status": 503, "count": 0}, "count"),
+        ({"route": CREATE, "delay_seconds": 61}, "delay_seconds"),
+        ({"route": CREATE, "delay_seconds": -1}, "delay_seconds"),
+        ({"route": CREATE, "status": 503, "retry_after": -1}, "retry_after"),
+        ({"route": CREATE, "status": 503, "retry_after": "1"}, "retry_after"),
         ({"route": "POST", "status": 503}, "route"),
         ({"route": "POST m2m_tokens", "status": 503}, "route"),
-        ({"route": "BAD-METHOD /x", "status": 503}, "route"),
-        ({"route": "POST /m2m_tokens"}, "status"),  # a rule that does nothing
+        ({"route": "POST /m2m_token", "status": 503}, "route"),  # a typo never matches: refused
+        ({"route": "GET /m2m_tokens/verify", "status": 503}, "route"),
+        ({"route": 7, "status": 503}, "route"),
+        ("POST /m2m_tokens", "rules"),
     ],
 )
 def test_invalid_rules_are_422_naming_the_field(client, rule, param):
@@ -109,27 +108,48 @@ def test_invalid_rules_are_422_naming_the_field(client, rule, param):
     assert error["meta"]["param_name"] == param
 
 
-def test_unknown_fields_and_bad_settings_are_rejected(client):
-    resp = client.put(FAULTS, json={"rules": [{"status": 503, "sttaus": 1}]}, headers=SK)
+def test_a_rule_without_a_route_or_a_body_without_rules_is_422_missing(client):
+    resp = client.put(FAULTS, json={"rules": [{"status": 503}]}, headers=SK)
+    assert assert_envelope(resp, 422, "form_param_missing")["meta"]["param_name"] == "route"
+    resp = client.put(FAULTS, json={}, headers=SK)
+    assert assert_envelope(resp, 422, "form_param_missing")["meta"]["param_name"] == "rules"
+
+
+def test_an_unknown_route_is_refused_listing_the_routes(client):
+    resp = client.put(FAULTS, json={"rules": [{"route": "POST /v1/tokens"}]}, headers=SK)
+    error = assert_envelope(resp, 422, "form_param_value_invalid")
+    assert "POST /m2m_tokens/verify" in error["long_message"]
+    assert "GET /machines/<machine_id>" in error["long_message"]
+
+
+def test_unknown_fields_are_400_and_nothing_is_set(client):
+    resp = client.put(FAULTS, json={"rules": [{"route": "*", "sttaus": 503}]}, headers=SK)
     assert assert_envelope(resp, 400, "request_body_invalid")["meta"]["param_name"] == "sttaus"
     resp = client.put(FAULTS, json={"rulez": []}, headers=SK)
     assert_envelope(resp, 400, "request_body_invalid")
-    resp = client.put(FAULTS, json={"rate_limit": "fast"}, headers=SK)
-    assert assert_envelope(resp, 422, "form_param_value_invalid")["meta"]["param_name"] == (
-        "rate_limit"
-    )
-    assert client.get(FAULTS, headers=SK).json["active"] is False
+    resp = client.put(FAULTS, json=[{"route": "*", "status": 503}], headers=SK)
+    assert_envelope(resp, 400, "request_body_invalid")
+    assert client.get(FAULTS, headers=SK).json["rules"] == []
 
 
-@pytest.mark.parametrize("rules", [{}, 0, False, ""])
-def test_rules_that_are_not_a_list_are_422_not_taken_as_none(client, rules):
+@pytest.mark.parametrize("rules", [{}, 0, False, "", [{"route": "*", "status": 503}] * 51])
+def test_rules_that_are_not_a_list_of_at_most_50_are_422(client, rules):
     resp = client.put(FAULTS, json={"rules": rules}, headers=SK)
     assert assert_envelope(resp, 422, "form_param_value_invalid")["meta"]["param_name"] == "rules"
 
 
-def test_null_settings_mean_their_defaults_and_retry_after_0_is_kept(client):
-    put(client, {"route": None, "status": 503, "share": None, "retry_after": 0},
-        rate_limit=None, count_requests=None)  # fmt: skip
+def test_null_fields_mean_their_defaults_and_retry_after_0_is_kept(client):
+    put(
+        client,
+        {
+            "route": "GET /v1/machines",
+            "status": 503,
+            "share": None,
+            "count": None,
+            "delay_seconds": None,
+            "retry_after": 0,
+        },
+    )
     resp = client.get("/v1/machines", headers=SK)
     assert resp.status_code == 503 and resp.headers["Retry-After"] == "0"
 
@@ -139,42 +159,40 @@ def test_null_settings_mean_their_defaults_and_retry_after_0_is_kept(client):
 
 @pytest.mark.parametrize(
     ("status", "code", "retry_after"),
-    [(429, "too_many_requests", "7"), (503, "service_unavailable", "7"),
-     (500, "internal_clerk_error", None), (502, "bad_gateway", None),
-     (504, "gateway_timeout", None), (418, "injected_fault", None)],
-)  # fmt: skip
+    [
+        (429, "too_many_requests", "7"),
+        (503, "service_unavailable", "7"),
+        (500, "internal_clerk_error", None),
+        (502, "bad_gateway", None),
+        (504, "gateway_timeout", None),
+        (418, "injected_fault", None),
+    ],
+)
 def test_faulted_answers_use_the_envelope_and_429_503_say_when_to_retry(
     client, status, code, retry_after
 ):
-    put(client, {"route": "POST /m2m_tokens", "status": status, "retry_after": 7})
+    put(client, {"route": CREATE, "status": status, "retry_after": 7})
     resp = create(client)
     error = assert_envelope(resp, status, code)
-    assert "fault rule" in error["long_message"]
+    assert "fault rule on POST /m2m_tokens" in error["long_message"]
     assert resp.headers.get("Retry-After") == retry_after
 
 
 # ---- which requests a rule hits ----
 
 
-def test_a_route_matches_with_and_without_the_v1_prefix(client):
-    put(client, {"route": "POST /m2m_tokens", "status": 503})
+def test_a_route_is_the_issuers_route_with_v1_optional_and_an_exact_method(client):
+    put(client, {"route": "POST /v1/m2m_tokens", "status": 503})
     assert create(client, "/v1/m2m_tokens").status_code == 503
     assert create(client, "/m2m_tokens").status_code == 503
-    assert machine(client).status_code == 200
-    put(client, {"route": "POST /v1/m2m_tokens/verify", "status": 500})
-    for path in ("/m2m_tokens/verify", "/v1/m2m_tokens/verify"):
-        assert client.post(path, json={"token": "mt_x"}, headers=SK).status_code == 500
-    assert create(client).status_code == 201
-
-
-def test_wildcards_match_one_segment_and_methods_are_exact(client):
-    put(client, {"route": "GET /v1/machines/*", "status": 503})
-    assert machine(client).status_code == 503
+    verify = client.post("/m2m_tokens/verify", json={"token": "mt_x"}, headers=SK)
+    assert verify.status_code == 404  # another route: unknown token, not faulted
+    assert client.get(f"/m2m_tokens?subject={CALLER.id}", headers=SK).status_code == 200
+    put(client, {"route": "GET /machines/<machine_id>", "status": 503})
+    assert machine(client).status_code == 503  # any machine id
     assert client.get(f"/v1/machines/{CALLER.id}/secret_key", headers=SK).status_code == 200
     assert client.get("/v1/machines", headers=SK).status_code == 200
     assert client.patch(f"/v1/machines/{CALLER.id}", json={}, headers=SK).status_code == 200
-    put(client, {"route": "* /v1/machines/**", "status": 503})
-    assert client.get(f"/v1/machines/{CALLER.id}/secret_key", headers=SK).status_code == 503
 
 
 def test_star_faults_every_api_route_but_never_healthz_or_the_admin_route(client):
@@ -182,95 +200,76 @@ def test_star_faults_every_api_route_but_never_healthz_or_the_admin_route(client
     assert create(client).status_code == 500
     assert client.get("/.well-known/jwks.json").status_code == 500
     assert client.get("/v1/jwks", headers=SK).status_code == 500
+    assert client.get("/v1/no_such_route", headers=SK).status_code == 500
     assert client.get("/healthz").status_code == 200
     assert client.get(FAULTS, headers=SK).status_code == 200
 
 
 def test_share_is_deterministic_exactly_floor_n_times_share_of_n(client):
-    put(client, {"route": "GET /v1/machines/*", "status": 503, "share": 0.25})
+    put(client, {"route": "GET /v1/machines/<machine_id>", "status": 503, "share": 0.25})
     statuses = [machine(client).status_code for _ in range(8)]
     assert statuses == [200, 200, 200, 503, 200, 200, 200, 503]
-    put(client, {"route": "GET /v1/machines/*", "status": 503, "share": 2 / 3})
+    put(client, {"route": "GET /v1/machines/<machine_id>", "status": 503, "share": 2 / 3})
     statuses = [machine(client).status_code for _ in range(6)]
     assert statuses.count(503) == 4 and statuses[:3].count(503) == 2
+    put(client, {"route": "GET /v1/machines/<machine_id>", "status": 503, "share": 0.29})
+    assert [machine(client).status_code for _ in range(100)].count(503) == 29
 
 
-def test_count_limits_the_faults_then_requests_pass_and_the_counters_say_so(client):
-    put(client, {"route": "POST /m2m_tokens", "status": 503, "count": 3})
+def test_count_limits_the_faults_and_the_counters_say_so(client):
+    put(client, {"route": CREATE, "status": 503, "count": 3})
     assert [create(client).status_code for _ in range(5)] == [503, 503, 503, 201, 201]
     rule = client.get(FAULTS, headers=SK).json["rules"][0]
-    assert (rule["matched"], rule["faulted"], rule["remaining"]) == (3, 3, 0)
+    assert (rule["matched"], rule["faulted"]) == (5, 3)
 
 
-def test_the_first_live_matching_rule_decides_and_spent_rules_are_skipped(client):
+def test_the_first_rule_that_faults_decides_and_later_rules_see_only_what_passes(client):
     put(
         client,
-        {"route": "POST /m2m_tokens", "status": 429, "count": 1},
+        {"route": CREATE, "status": 429, "count": 1},
         {"route": "*", "status": 500, "count": 1},
+        {"route": CREATE},
     )
-    assert create(client).status_code == 429
-    assert create(client).status_code == 500
-    assert create(client).status_code == 201
+    assert [create(client).status_code for _ in range(3)] == [429, 500, 201]
+    rules = client.get(FAULTS, headers=SK).json["rules"]
+    assert [(r["matched"], r["faulted"]) for r in rules] == [(3, 1), (2, 1), (1, 0)]
 
 
-def test_adding_a_rule_keeps_the_others_and_their_counters(client):
-    put(client, {"route": "POST /m2m_tokens", "status": 503, "count": 1})
+def test_a_rule_without_status_or_delay_counts_its_requests_and_faults_none(client):
+    put(client, {"route": CREATE})
+    assert create(client, "/v1/m2m_tokens").status_code == 201
+    assert create(client, "/m2m_tokens").status_code == 201
+    assert machine(client).status_code == 200
+    rule = client.get(FAULTS, headers=SK).json["rules"][0]
+    assert (rule["route"], rule["matched"], rule["faulted"]) == (CREATE, 2, 0)
+
+
+def test_replacing_the_rules_restarts_the_counters_and_delete_clears_them(client):
+    put(client, {"route": CREATE, "status": 503, "count": 1})
     assert create(client).status_code == 503
-    resp = client.post(f"{FAULTS}/rules", json={"route": "GET /v1/machines/*", "status": 500},
-                       headers=SK)  # fmt: skip
-    assert resp.status_code == 200
-    assert [r["faulted"] for r in resp.json["rules"]] == [1, 0]
-    assert machine(client).status_code == 500
+    rule = put(client, {"route": CREATE, "status": 503, "count": 1})["rules"][0]
+    assert (rule["matched"], rule["faulted"]) == (0, 0)
+    assert create(client).status_code == 503
+    assert client.delete(FAULTS, headers=SK).json["rules"] == []
     assert create(client).status_code == 201
 
 
-def test_requests_are_counted_per_route_with_the_v1_prefix_folded_in(client):
-    put(client, count_requests=True)
-    create(client, "/v1/m2m_tokens")
-    create(client, "/m2m_tokens")
-    client.post("/m2m_tokens/mt_" + "0" * 32 + "/revoke", json={}, headers=SK)
-    client.get("/healthz")
-    client.get(FAULTS, headers=SK)
-    counts = client.get(FAULTS, headers=SK).json["request_counts"]
-    assert counts == {"POST /m2m_tokens": 2, "POST /m2m_tokens/<token_id>/revoke": 1}
+# ---- delays ----
 
 
-# ---- latency and hangs ----
-
-
-def test_latency_delays_the_answer_then_it_is_served_normally(client):
-    put(client, {"route": "POST /m2m_tokens", "latency_ms": 300})
+def test_a_delay_without_status_is_then_served_normally(client):
+    put(client, {"route": CREATE, "delay_seconds": 0.3})
     started = time.monotonic()
     assert create(client).status_code == 201
     assert time.monotonic() - started >= 0.3
 
 
-def test_a_hang_ends_at_once_when_the_faults_are_cleared(app, client):
-    put(client, {"route": "POST /m2m_tokens", "hang_seconds": 30})
-    answers: list[int] = []
-    worker = threading.Thread(target=lambda: answers.append(create(app.test_client()).status_code))
-    worker.start()
-    deadline = time.monotonic() + 10
-    while client.get(FAULTS, headers=SK).json["rules"][0]["matched"] < 1:  # now hanging
-        assert time.monotonic() < deadline, "the request never reached the hang rule"
-        time.sleep(0.01)
-    assert worker.is_alive()
-    client.delete(FAULTS, headers=SK)
-    worker.join(timeout=10)
-    assert not worker.is_alive()
-    assert answers == [201]  # the request then went on unfaulted
-
-
-def test_a_hang_that_runs_its_course_answers_504(client):
-    put(client, {"route": "POST /m2m_tokens", "hang_seconds": 0.2})
-    assert_envelope(create(client), 504, "gateway_timeout")
-
-
 @pytest.mark.parametrize("status", [429, 503])
-def test_a_hang_ending_in_429_or_503_sends_the_rules_own_retry_after(client, status):
-    put(client, {"route": "POST /m2m_tokens", "hang_seconds": 0.1, "status": status,
-                 "retry_after": 7})  # fmt: skip
+def test_a_delay_then_a_status_sends_the_rules_retry_after(client, status):
+    put(client, {"route": CREATE, "delay_seconds": 0.1, "status": status, "retry_after": 7})
+    started = time.monotonic()
     resp = create(client)
+    assert time.monotonic() - started >= 0.1
     assert resp.status_code == status
     assert resp.headers["Retry-After"] == "7"
 
@@ -278,25 +277,26 @@ def test_a_hang_ending_in_429_or_503_sends_the_rules_own_retry_after(client, sta
 # ---- rate limit ----
 
 
-def test_rate_limit_answers_429_with_retry_after_once_the_window_is_used_up(client):
-    put(client, rate_limit="3/600s")
-    statuses = [machine(client).status_code for _ in range(3)]
-    assert statuses == [200, 200, 200]
+def test_rate_limit_answers_429_with_retry_after_once_the_window_is_used_up(tmp_path):
+    client = make_app(tmp_path, MOCK_ISSUER_RATE_LIMIT="3/600s").test_client()
+    assert client.get(FAULTS, headers=SK).json["rate_limit"] == {"limit": 3, "window_seconds": 600}
+    assert [machine(client).status_code for _ in range(3)] == [200, 200, 200]
     resp = create(client)
     error = assert_envelope(resp, 429, "too_many_requests")
     assert "rate limit of 3 requests per 600 s" in error["long_message"]
     assert 1 <= int(resp.headers["Retry-After"]) <= 600
     assert client.get("/healthz").status_code == 200  # never limited
     assert client.get(FAULTS, headers=SK).status_code == 200
+    db.close_thread_connections()
 
 
 def test_rate_limit_presets_are_clerks_limits():
-    assert RateLimit.parse("development") == RateLimit(100, 10, "development")
-    assert RateLimit.parse("production") == RateLimit(1000, 10, "production")
-    assert RateLimit.parse(" 20 / 5s ") == RateLimit(20, 5, "20/5s")
+    assert RateLimit.parse("development") == RateLimit(100, 10)
+    assert RateLimit.parse("production") == RateLimit(1000, 10)
+    assert RateLimit.parse(" 20 / 5s ") == RateLimit(20, 5)
     assert RateLimit.parse("off") is None and RateLimit.parse("") is None
     for bad in ("0/10s", "10/0s", "10/s", "ten/10s", "10/10m"):
-        with pytest.raises(FaultSpecError):
+        with pytest.raises(RuntimeError, match="MOCK_ISSUER_RATE_LIMIT"):
             RateLimit.parse(bad)
 
 
@@ -304,25 +304,29 @@ def test_paths_are_normalized_without_v1_and_trailing_slash():
     assert normalize_path("/v1/m2m_tokens/verify/") == "/m2m_tokens/verify"
     assert normalize_path("/v1") == "/"
     assert normalize_path("/v10/x") == "/v10/x"
-    assert FaultRule.from_dict({"route": "post   /x", "status": 500}).route == "post /x"
 
 
 # ---- the environment ----
 
 
 def test_environment_faults_apply_at_start_and_are_logged_without_keys(tmp_path, caplog):
-    rules = [{"route": "POST /m2m_tokens", "status": 503, "count": 1}]
+    rules = {"rules": [{"route": "post   /v1/m2m_tokens/", "status": 503, "count": 1}]}
     with caplog.at_level(logging.INFO, logger="mock_issuer"):
-        app = make_app(tmp_path, MOCK_ISSUER_FAULTS=json.dumps(rules),
-                       MOCK_ISSUER_RATE_LIMIT="development")  # fmt: skip
+        app = make_app(
+            tmp_path, MOCK_ISSUER_FAULTS=json.dumps(rules), MOCK_ISSUER_RATE_LIMIT="development"
+        )
     client = app.test_client()
     state = client.get(FAULTS, headers=SK).json
-    assert state["rules"][0]["route"] == "POST /m2m_tokens"
-    assert state["rate_limit"] == {"limit": 100, "window_seconds": 10, "name": "development"}
+    assert state["rules"][0]["route"] == CREATE
+    assert state["rate_limit"] == {"limit": 100, "window_seconds": 10}
     assert create(client).status_code == 503
     assert create(client).status_code == 201
     on = [r.getMessage() for r in caplog.records if "from the environment" in r.getMessage()]
-    assert len(on) == 1 and "POST /m2m_tokens -> 503" in on[0]
+    assert len(on) == 1
+    assert (
+        "POST /m2m_tokens -> 503 (at most 1)" in on[0]
+        and "rate limit of 100 requests per 10 s" in on[0]
+    )
     assert TEST_SECRET_KEY not in caplog.text and CALLER.secret_key not in caplog.text
     db.close_thread_connections()
 
@@ -330,7 +334,7 @@ def test_environment_faults_apply_at_start_and_are_logged_without_keys(tmp_path,
 def test_environment_faults_apply_once_per_server_start_not_per_app(tmp_path):
     """A second app on the same database in the same server (as a gunicorn worker replaced
     after a crash) keeps what was set at run time instead of re-applying the environment."""
-    env = {"MOCK_ISSUER_FAULTS": json.dumps([{"route": "*", "status": 500}])}
+    env = {"MOCK_ISSUER_FAULTS": json.dumps({"rules": [{"route": "*", "status": 500}]})}
     first = make_app(tmp_path, **env).test_client()
     assert create(first).status_code == 500
     first.delete(FAULTS, headers=SK)
@@ -341,19 +345,15 @@ def test_environment_faults_apply_once_per_server_start_not_per_app(tmp_path):
 
 @pytest.mark.parametrize(
     ("faults", "rate_limit", "variable"),
-    [("{not json", "", "MOCK_ISSUER_FAULTS"), ('[{"status": 99}]', "", "MOCK_ISSUER_FAULTS"),
-     ("", "lots", "MOCK_ISSUER_RATE_LIMIT")],
-)  # fmt: skip
+    [
+        ("{not json", "", "MOCK_ISSUER_FAULTS"),
+        ('{"rules": [{"route": "*", "status": 99}]}', "", "MOCK_ISSUER_FAULTS"),
+        ('[{"route": "*", "status": 503}]', "", "MOCK_ISSUER_FAULTS"),  # not the PUT body
+        ("", "lots", "MOCK_ISSUER_RATE_LIMIT"),
+    ],
+)
 def test_bad_environment_settings_stop_the_start_naming_the_variable(
     tmp_path, faults, rate_limit, variable
 ):
     with pytest.raises(RuntimeError, match=variable):
         make_app(tmp_path, MOCK_ISSUER_FAULTS=faults, MOCK_ISSUER_RATE_LIMIT=rate_limit)
-
-
-def test_environment_accepts_the_admin_routes_object_too():
-    config = FaultConfig.from_dict(
-        {"rules": [{"status": 503}], "rate_limit": "5/1s", "count_requests": True}
-    )
-    assert config.rules[0].status == 503 and config.rate_limit == RateLimit(5, 1, "5/1s")
-    assert "RECEIVER" not in config.describe() and RECEIVER.id not in config.describe()

@@ -103,7 +103,7 @@ def assert_clerk_answer(method: str, status: int, headers: Any, data: bytes) -> 
 
 CREATE_FIELDS = {"token_format", "seconds_until_expiration", "claims", "min_remaining_ttl_seconds"}
 LIST_QUERY = {"subject", "revoked", "expired", "limit", "offset"}
-RULE_FIELDS = {"route", "status", "share", "count", "latency_ms", "hang_seconds", "retry_after"}
+RULE_FIELDS = {"route", "status", "retry_after", "delay_seconds", "count", "share"}
 
 
 @dataclass(frozen=True)
@@ -141,8 +141,7 @@ ISSUER_ROUTES = [
     route("POST", "/v1/jwks/rotate"),
     route("GET", "/v1/usage", query={"range", "machine_id", "bucket"}),
     route("GET", "/v1/_faults"),
-    route("PUT", "/v1/_faults", {"rules", "rate_limit", "count_requests"}),
-    route("POST", "/v1/_faults/rules", RULE_FIELDS),
+    route("PUT", "/v1/_faults", {"rules"}),
     route("DELETE", "/v1/_faults"),
     route("GET", "/healthz"),
 ]
@@ -157,6 +156,16 @@ FIELD_VALUES: dict[str, st.SearchStrategy[Any]] = {
     "token_format": st.sampled_from(["opaque", "jwt", "JWT", "", "paper"]),
     "route": st.sampled_from(["*", "POST /m2m_tokens", "GET", "/x", "BAD METHOD /x"]),
 }
+# Rule-shaped lists for PUT /v1/_faults, so the rule fields are fuzzed, not only `rules`.
+FIELD_VALUES["rules"] = st.lists(
+    st.fixed_dictionaries(
+        {},
+        optional={
+            n: st.one_of(FIELD_VALUES.get(n, JSON_VALUES), JSON_VALUES) for n in sorted(RULE_FIELDS)
+        },
+    ),
+    max_size=2,
+)
 PATH_SEGMENTS = st.one_of(
     st.sampled_from([TARGET, UNKNOWN_MACHINE, UNKNOWN_TOKEN_ID, "mt_zz", "..", "%2F", " "]),
     TEXT.filter(bool),

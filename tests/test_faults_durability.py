@@ -3,6 +3,7 @@ revocation racing verification of the same token."""
 
 from __future__ import annotations
 
+import json
 import random
 import sqlite3
 import threading
@@ -157,9 +158,13 @@ def test_env_faults_apply_once_are_shared_by_workers_and_survive_a_worker_replac
     if (left := 3600 - time.time() % 3600) < 10:
         time.sleep(left + 0.1)  # the rate-limit window is this clock hour
     port = free_port()
-    env = issuer_env(tmp_path / "issuer", MOCK_ISSUER_URL=f"http://127.0.0.1:{port}",
-                     MOCK_ISSUER_FAULTS='[{"route": "GET /v1/jwks", "status": 503, "share": 0.5}]',
-                     MOCK_ISSUER_RATE_LIMIT="30/3600s")  # fmt: skip
+    rules = {"rules": [{"route": "GET /v1/jwks", "status": 503, "share": 0.5}]}
+    env = issuer_env(
+        tmp_path / "issuer",
+        MOCK_ISSUER_URL=f"http://127.0.0.1:{port}",
+        MOCK_ISSUER_FAULTS=json.dumps(rules),
+        MOCK_ISSUER_RATE_LIMIT="30/3600s",
+    )
     issuer = start("mock_issuer", env, server="gunicorn", workers=3, port=port)
     assert run_log(issuer).count("fault injection ON from the environment") == 1
 
@@ -184,4 +189,3 @@ def test_env_faults_apply_once_are_shared_by_workers_and_survive_a_worker_replac
     worker.wait(timeout=10)
     assert wait_until(lambda: run_log(issuer).count("mock_issuer ready") == 4, timeout=20)
     assert faults.rule()["route"] == "POST /m2m_tokens"  # not reset to the environment's
-    assert faults.state()["rate_limit"] is None

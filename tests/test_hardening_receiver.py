@@ -99,3 +99,33 @@ def test_times_that_are_not_numeric_dates_in_range_are_invalid_token(client, tim
     resp = receive(client, signed(payload(**times)))
     assert resp.status_code == 401, resp.text
     assert 'error="invalid_token"' in resp.headers["WWW-Authenticate"]
+
+
+# ---- a Clerk session token is not an M2M token ----
+
+
+def session_style(**overrides: Any) -> str:
+    """Claims shaped like a Clerk session token: a user subject, a session id, an `azp`."""
+    now = int(time.time())
+    claims = {"iss": API_URL, "sub": "user_2hardsession000000000000", "sid": "sess_2hard0000",
+              "azp": "https://app.example.com", "jti": "mt_" + "c" * 32, "aud": [RECEIVER_ID],
+              "scopes": RECEIVER_ID, "iat": now, "nbf": now, "exp": now + 60}  # fmt: skip
+    claims.update(overrides)
+    return json.dumps({k: v for k, v in claims.items() if v is not None})
+
+
+SESSION_LIKE = {
+    # Clerk's Python SDK 7.0.0 would sign this in as a session of `user_...`: we must not.
+    "user subject, no cat": (session_style(), None),
+    "user subject, no audience": (session_style(aud=None, scopes=None), None),
+    "user subject, M2M cat": (session_style(), M2M_CATEGORY),
+    "machine subject, session cat": (session_style(sub=CALLER_ID), "cl_session_token"),
+}
+
+
+@pytest.mark.parametrize(("claims_json", "cat"), SESSION_LIKE.values(), ids=SESSION_LIKE.keys())
+def test_a_clerk_session_style_jwt_is_refused_as_an_m2m_token(client, claims_json, cat):
+    resp = receive(client, signed(claims_json, cat=cat))
+    assert resp.status_code == 401, resp.text
+    assert 'error="invalid_token"' in resp.headers["WWW-Authenticate"]
+    assert "from" not in resp.get_json()  # nobody was signed in

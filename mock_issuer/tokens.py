@@ -219,12 +219,9 @@ def _create_opaque(
 ) -> CreatedToken:
     token_id, secret = ids.new_token_id(), ids.new_token_secret()
     token_hash = ids.secret_hash(secret)
-    # Only a token minted for reuse keeps a copy (encrypted): every other one is a hash alone.
-    wrapped = (
-        _wrap(machine_secret_key, instance_secret_key, token_id, secret)
-        if min_remaining_ttl_seconds is not None
-        else None
-    )
+    # Like Clerk, a later create with min_remaining_ttl_seconds may hand back any live token,
+    # whether or not it was minted with the parameter: each keeps a copy, encrypted.
+    wrapped = _wrap(machine_secret_key, instance_secret_key, token_id, secret)
     claims_json = _canonical(claims)
     with db.write(conn):
         now = db.now_ms()

@@ -14,6 +14,7 @@ from pathlib import Path
 from dotenv import dotenv_values
 from flask import Flask
 
+from . import log_redaction
 from .config import Settings, load_settings
 from .errors import register_error_handlers
 from .token_client import M2MTokenClient, RetryPolicy
@@ -25,6 +26,7 @@ def create_app(config: Mapping[str, object] | None = None) -> Flask:
     """Build the app. Settings come from `config` (tests), then the environment, then
     `caller_app/.env` (skipped when M2M_SKIP_DOTENV=1); bad settings fail here, clearly."""
     app = Flask(__name__)
+    log_redaction.install()  # no token or key in the server's request-line logs
     config = dict(config or {})
     settings = load_settings(_environment(config))
     app.config.update(config)

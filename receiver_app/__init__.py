@@ -14,6 +14,7 @@ from typing import Any
 from dotenv import dotenv_values
 from flask import Flask
 
+from . import log_redaction
 from .auth import EXTENSION_KEY, require_m2m
 from .config import ConfigError, settings_from, verifier_config
 from .verifier import M2MVerifier, VerifiedToken
@@ -27,6 +28,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Build the app: settings from the environment (and `receiver_app/.env`), then `config`
     on top; stops with ConfigError when they do not make a safe receiver."""
     app = Flask(__name__)
+    log_redaction.install()  # no token or key in the server's request-line logs
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.config.from_mapping(settings_from(_environment()))
     if config:

@@ -14,6 +14,7 @@ from pathlib import Path
 from dotenv import dotenv_values
 from flask import Flask
 
+from . import log_redaction
 from .config import Settings, load_settings
 from .errors import register_error_handlers
 from .token_client import M2MTokenClient, RetryPolicy
@@ -26,6 +27,7 @@ def create_app(config: Mapping[str, object] | None = None) -> Flask:
     `caller_app/.env` (skipped when M2M_SKIP_DOTENV=1); bad settings fail here, clearly."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     app = Flask(__name__)
+    log_redaction.install()  # no token or key in the server's request-line logs
     settings = load_settings(_environment(config or {}))
     app.extensions["settings"] = settings
     app.extensions["m2m_token_client"] = _token_client(settings)

@@ -15,7 +15,7 @@ import click
 from flask import Flask, jsonify
 
 from . import config as config_module
-from . import db, machines, seed, signing_keys
+from . import db, log_redaction, machines, seed, signing_keys
 from .errors import register_error_handlers
 
 log = logging.getLogger("mock_issuer")
@@ -35,6 +35,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     """Build the issuer: settings from the environment (and `mock_issuer/.env`) overridden by
     `config`, database prepared, seed applied, signing key present."""
     _setup_logging()
+    log_redaction.install()  # no token or key in the server's request-line logs
     config_module.load_env()
     app = Flask(__name__, instance_relative_config=True)
     app.config.from_mapping(config_module.from_env(app.instance_path))

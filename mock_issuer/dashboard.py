@@ -28,7 +28,7 @@ from werkzeug.exceptions import HTTPException, InternalServerError
 from werkzeug.wrappers import Response
 
 from . import dashboard_auth as auth
-from . import db, machines, tokens, usage
+from . import db, machines, sign_in_throttle, tokens, usage
 from .charts import render_stacked_bars
 from .dashboard_queries import billable_counts, counts_since
 from .db_access import get_conn
@@ -229,10 +229,18 @@ def sign_in() -> Any:
         if auth.is_signed_in():
             return redirect(target)
         return render_template("dashboard/sign_in.html", next=target, error=None)
+    client = request.remote_addr or "unknown"
+    wait = sign_in_throttle.retry_after(get_conn(), client)
+    if wait is not None:
+        error = f"Too many wrong keys from your address: try again in {wait} s."
+        page = render_template("dashboard/sign_in.html", next=target, error=error)
+        return page, 429, {"Retry-After": str(wait)}
     submitted = request.form.get("secret_key", "")
     if auth.secret_key_matches(submitted, current_app.config["CLERK_SECRET_KEY"]):
+        sign_in_throttle.forget(get_conn(), client)
         auth.sign_in()
         return redirect(target, 303)
+    sign_in_throttle.record_failure(get_conn(), client)
     log.warning("dashboard sign-in refused from %s: wrong instance secret key", request.remote_addr)
     error = "That is not this issuer's instance secret key."
     return render_template("dashboard/sign_in.html", next=target, error=error), 401

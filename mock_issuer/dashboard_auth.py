@@ -22,6 +22,9 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from flask import abort, current_app, request, session
 
+from . import dashboard_sessions as sessions
+from .db_access import get_conn
+
 SESSION_LABEL = b"mock-issuer dashboard session cookie v1"
 SESSION_MAX_AGE_SECONDS = 12 * 3600
 CSRF_FIELD = "csrf_token"
@@ -29,6 +32,7 @@ DASHBOARD = "/dashboard"
 REVEALED_FIELD = "revealed"
 REVEALED_KEY_INFO = b"mock-issuer dashboard revealed secret v1"
 NONCE_BYTES = 12
+GENERATION_FIELD = "generation"  # see dashboard_sessions.py
 
 
 def session_secret(instance_secret_key: str, override: str | None = None) -> str:
@@ -48,9 +52,12 @@ def sign_in() -> None:
     session.clear()
     session["signed_in_at"] = int(time.time())
     session[CSRF_FIELD] = secrets.token_urlsafe(32)
+    session[GENERATION_FIELD] = sessions.session_stamp(get_conn(), _instance_key())
 
 
 def sign_out() -> None:
+    """End this session and every other one signed in before (copies of cookies included)."""
+    sessions.end_all_sessions(get_conn())
     session.clear()
 
 
@@ -58,7 +65,13 @@ def is_signed_in() -> bool:
     signed_in_at = session.get("signed_in_at")
     if not isinstance(signed_in_at, int):
         return False
-    return 0 <= time.time() - signed_in_at < SESSION_MAX_AGE_SECONDS
+    if not 0 <= time.time() - signed_in_at < SESSION_MAX_AGE_SECONDS:
+        return False
+    return sessions.stamp_matches(get_conn(), _instance_key(), session.get(GENERATION_FIELD))
+
+
+def _instance_key() -> str:
+    return current_app.config["CLERK_SECRET_KEY"]
 
 
 def csrf_token() -> str:

@@ -46,8 +46,8 @@ CREATE TABLE IF NOT EXISTS scopes (
     PRIMARY KEY (from_machine_id, to_machine_id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS scopes_to ON scopes (to_machine_id);
--- Opaque tokens: only the SHA-256 of the token string is stored for lookup. `wrapped` (only
--- for tokens minted with min_remaining_ttl_seconds) is the token encrypted under a key derived
+-- Opaque tokens: only the SHA-256 of the token string is stored for lookup. `wrapped` (every
+-- token since any may be reused; NULL in older rows) is the token encrypted under a key derived
 -- from the minting machine's secret key AND the instance secret key (CLERK_SECRET_KEY, never
 -- stored here), so a later create can hand the same token back to that machine.
 CREATE TABLE IF NOT EXISTS m2m_tokens (

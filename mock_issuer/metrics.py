@@ -20,6 +20,7 @@ import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator
+from http import HTTPStatus
 from pathlib import Path
 
 from flask import Flask, Response, g, request
@@ -200,12 +201,29 @@ def init_app(app: Flask) -> None:
             # The route pattern, not the path: bounded label values whatever ids are requested.
             route = request.url_rule.rule if request.url_rule else "unmatched"
             elapsed = time.perf_counter() - started
-            record_latency(
-                db.connect(latency_path), request.method, route, str(response.status_code), elapsed
-            )
+            method, status = method_label(request.method), status_label(response.status_code)
+            record_latency(db.connect(latency_path), method, route, status, elapsed)
         return response
 
     def metrics() -> Response:
         return Response(generate_latest(registry), mimetype=None, content_type=CONTENT_TYPE_LATEST)
 
     app.add_url_rule("/metrics", "metrics", metrics, methods=["GET"])
+
+
+# ---- label values: each from a fixed small set, whatever a client sends ----
+
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+KNOWN_STATUSES = frozenset(str(status.value) for status in HTTPStatus)
+
+
+def method_label(method: str) -> str:
+    """The request method, or "other" for a made-up one: each distinct label value is a new
+    series kept forever in the metrics file, so a client must not be able to mint them."""
+    return method if method in KNOWN_METHODS else "other"
+
+
+def status_label(status_code: int) -> str:
+    """The response status, or "other" for a code outside the HTTP registry."""
+    status = str(status_code)
+    return status if status in KNOWN_STATUSES else "other"

@@ -28,6 +28,9 @@ M2M_JWT_CATEGORY = "cl_B7d4PD333AAA"
 RESERVED_CLAIMS = frozenset({"iss", "sub", "aud", "exp", "nbf", "iat", "jti", "scopes", "azp"})
 MAX_TOKEN_LENGTH = 8192  # longest token the verify route (and our receiver) accepts
 MAX_CLAIMS_BYTES = 4096  # serialized claims, so a JWT carrying them stays under the above
+# Containers nested in claims. Checked at creation, before anything is written, so every later
+# reader (listing, verifying, a receiver's JSON parser) handles what was stored.
+MAX_CLAIMS_DEPTH = 32
 # A token must live long enough to be verified at least once: under a second it was minted
 # already expired (201 with `expired: true`, then 404 on verify). Machine default TTLs are
 # whole seconds >= 1 already; this is the floor for seconds_until_expiration.
@@ -172,6 +175,8 @@ def create_token(
     a live token with the same claims and scopes and enough lifetime left is returned instead;
     `instance_secret_key` (CLERK_SECRET_KEY) keys the encrypted copy such a token keeps."""
     machine = machines.get_machine(conn, machine_id)
+    if json_depth(claims) > MAX_CLAIMS_DEPTH:
+        raise invalid_param("claims", f"must nest at most {MAX_CLAIMS_DEPTH} levels deep")
     if len(_canonical(claims)) > MAX_CLAIMS_BYTES:  # ASCII: non-ASCII is escaped
         raise invalid_param("claims", f"must serialize to at most {MAX_CLAIMS_BYTES} bytes of JSON")
     lifetime = (
@@ -214,12 +219,9 @@ def _create_opaque(
 ) -> CreatedToken:
     token_id, secret = ids.new_token_id(), ids.new_token_secret()
     token_hash = ids.secret_hash(secret)
-    # Only a token minted for reuse keeps a copy (encrypted): every other one is a hash alone.
-    wrapped = (
-        _wrap(machine_secret_key, instance_secret_key, token_id, secret)
-        if min_remaining_ttl_seconds is not None
-        else None
-    )
+    # Like Clerk, a later create with min_remaining_ttl_seconds may hand back any live token,
+    # whether or not it was minted with the parameter: each keeps a copy, encrypted.
+    wrapped = _wrap(machine_secret_key, instance_secret_key, token_id, secret)
     claims_json = _canonical(claims)
     with db.write(conn):
         now = db.now_ms()
@@ -482,3 +484,17 @@ def revoke_token(
                 (revocation_reason, db.now_ms(), token_id),
             )
     return get_token(conn, token_id)
+
+
+def json_depth(value: Any) -> int:
+    """How many containers deep a JSON value nests (a scalar is 0, `{"a": [1]}` is 2), found
+    without recursion so no depth can overflow the stack here."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        if isinstance(item, list):
+            deepest = max(deepest, depth + 1)
+            stack.extend((child, depth + 1) for child in item)
+    return deepest

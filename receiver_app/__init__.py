@@ -14,6 +14,7 @@ from typing import Any
 from dotenv import dotenv_values
 from flask import Flask
 
+from . import log_redaction
 from .auth import EXTENSION_KEY, require_m2m
 from .config import ConfigError, Settings, load_settings
 from .verifier import M2MVerifier, VerifiedToken
@@ -30,6 +31,7 @@ def create_app(config: Mapping[str, object] | None = None) -> Flask:
     `receiver_app/.env` (skipped when M2M_SKIP_DOTENV=1); bad settings fail here, clearly."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     app = Flask(__name__)
+    log_redaction.install()  # no token or key in the server's request-line logs
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     settings = load_settings(_environment(config or {}))
     app.extensions["settings"] = settings

@@ -189,6 +189,7 @@ class M2MVerifier:
         return self._check_m2m_claims(decoded["header"], decoded["payload"])
 
     def _check_m2m_claims(self, header: dict[str, Any], claims: dict[str, Any]) -> VerifiedToken:
+        _check_numeric_dates(claims)
         if header.get("cat", CLERK_M2M_CATEGORY) != CLERK_M2M_CATEGORY:
             raise InvalidTokenError("token is not an M2M token")
         subject = claims["sub"]
@@ -369,3 +370,18 @@ def _describe(exc: jwt.PyJWTError) -> str:
         if isinstance(exc, error_type):
             return description
     return "token is invalid"
+
+
+MAX_NUMERIC_DATE = 253_402_300_799  # 9999-12-31T23:59:59Z: later times are not real expiries
+
+
+def _check_numeric_dates(claims: dict[str, Any]) -> None:
+    """`exp`, `nbf` and `iat` must be JSON numbers (RFC 7519 NumericDate) between 0 and
+    MAX_NUMERIC_DATE: PyJWT takes `"exp": "123"` (a string) and huge values that later
+    overflow arithmetic; the signature being valid does not make them sane."""
+    for name in ("exp", "nbf", "iat"):
+        value = claims.get(name, 0)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise InvalidTokenError(f"token {name} claim is not a number")
+        if not 0 <= value <= MAX_NUMERIC_DATE:  # NaN fails this too
+            raise InvalidTokenError(f"token {name} claim is out of range")

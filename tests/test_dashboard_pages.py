@@ -425,8 +425,9 @@ def test_cost_estimate_applies_the_free_tier_and_the_configured_prices(tmp_path)
         "/dashboard/sign-in", data={"secret_key": TEST_SECRET_KEY, "csrf_token": csrf(client)}
     )
     tokens = [mint(client) for _ in range(2)]
-    tokens.append(mint(client, min_remaining_ttl_seconds=60))  # 3 creations, 2 billable: $1.00
-    mint(client, min_remaining_ttl_seconds=60)  # a reuse, not a creation
+    reusable = {"claims": {"r": 1}, "min_remaining_ttl_seconds": 60}
+    tokens.append(mint(client, **reusable))  # 3 creations, 2 billable: $1.00
+    mint(client, **reusable)  # a reuse, not a creation
     verify(client, tokens[0]["token"])  # 1 billable opaque verification: $0.25
     numbers = usage_numbers(client)
     assert numbers["cost-to-date"] == "$1.25"

@@ -9,6 +9,7 @@ The last test scans the logs of every process this module started for every key 
 from __future__ import annotations
 
 import re
+import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -257,11 +258,43 @@ JWT_SHAPE = re.compile(r"eyJ[A-Za-z0-9_-]+\.eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
 KEY_SHAPE = re.compile(r"\b(?:sk|ak)_(?:test_|live_)?[A-Za-z0-9]{16,}")
 
 
-def test_no_log_of_any_process_holds_a_key_or_a_token(issuer, receiver, new_caller, faults):
+def misplaced_secrets(app: RunningApp, secrets: list[str]) -> None:
+    """Send each secret where no app wants one but every server logs: in a query string, as a
+    path, in the Referer, and in a request line the server refuses as malformed."""
+    for secret in secrets:
+        paths = [
+            f"/receive?access_token={secret}",
+            f"/send?key={secret}&format=jwt",
+            f"/{secret}",
+            f"/m2m_tokens/{secret}/revoke",
+            f"/dashboard/x/{secret}",
+        ]
+        referer = {"Referer": f"{app.url}/?t={secret}"}
+        for path in paths:
+            requests.get(f"{app.url}{path}", headers=referer, timeout=TIMEOUT)
+        with socket.create_connection(("127.0.0.1", app.port), timeout=TIMEOUT) as raw:
+            raw.sendall(f"GET /?access_token={secret} HTTP/1.1 junk\r\n\r\n".encode())
+            raw.recv(4096)
+
+
+def test_no_log_of_any_process_holds_a_key_or_a_token(issuer, receiver, new_caller, faults, start):
     """After everything above (or on its own, this short run): every log of the issuer, the
     receiver and each caller, scanned for the keys, every token minted here, and anything
-    shaped like an opaque token secret, a JWT or a key (the callers' own tokens)."""
+    shaped like an opaque token secret, a JWT or a key (the callers' own tokens). Keys and
+    tokens are also sent in query strings, paths and headers to every app, one of them under
+    gunicorn with its access log on: servers log request lines, and no token may be in one."""
+    access_logged = start(
+        "receiver_app",
+        {"CLERK_API_URL": issuer.url, "CLERK_MACHINE_SECRET_KEY": RECEIVER.secret_key,
+         "CLERK_MACHINE_ID": RECEIVER.id, "GUNICORN_CMD_ARGS": "--access-logfile -"},
+        server="gunicorn", workers=1,
+    )  # fmt: skip
+    STARTED.append(access_logged)
     caller = new_caller()
+    loose = [mint(issuer), mint(issuer, token_format="jwt"), TEST_SECRET_KEY, CALLER.secret_key]
+    for app in (issuer, receiver, caller, access_logged):
+        misplaced_secrets(app, loose)
+    assert "GET /receive?" in run_log(access_logged)  # its access log is on and was scanned
     for token_format in ("opaque", "jwt"):
         assert send(caller, token_format).status_code == 200
     revoked = mint_object(issuer)

@@ -215,12 +215,13 @@ def test_min_remaining_ttl_skips_revoked_tokens(client):
     assert mint(client, key, min_remaining_ttl_seconds=10)["id"] != first["id"]
 
 
-def test_tokens_not_minted_for_reuse_are_stored_as_a_hash_alone(app, client):
-    machine = new_machine(client, "hash-only", scoped_machines=[RECEIVER.id])
+def test_opaque_tokens_are_stored_as_a_hash_and_an_encrypted_copy_never_in_clear(app, client):
+    machine = new_machine(client, "hash-and-copy", scoped_machines=[RECEIVER.id])
     key = machine["secret_key"]
     plain = mint(client, key)
     reusable = mint(client, key, min_remaining_ttl_seconds=10)
-    assert reusable["id"] != plain["id"]  # the hash-only token cannot be handed out again
+    assert reusable["id"] == plain["id"]  # like Clerk: reused though minted without it
+    other = mint(client, key, claims={"a": 1})
     conn = db.connect(app.config["MOCK_ISSUER_DB"])
     rows = {
         row["id"]: row
@@ -228,10 +229,10 @@ def test_tokens_not_minted_for_reuse_are_stored_as_a_hash_alone(app, client):
             "SELECT id, token_hash, wrapped FROM m2m_tokens WHERE subject = ?", (machine["id"],)
         )
     }
-    assert rows[plain["id"]]["wrapped"] is None
-    assert rows[reusable["id"]]["wrapped"] is not None
+    assert set(rows) == {plain["id"], other["id"]}
+    assert all(row["wrapped"] is not None for row in rows.values())
     stored = " ".join(str(value) for row in rows.values() for value in tuple(row))
-    assert plain["token"] not in stored and reusable["token"] not in stored
+    assert plain["token"] not in stored and other["token"] not in stored
 
 
 def _database_alone_unwrap(db_path: str, token_id: str) -> str | None:

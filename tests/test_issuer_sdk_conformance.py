@@ -519,6 +519,25 @@ def test_min_remaining_ttl_reuses_the_live_token_with_identical_claims(admin, co
     assert sender_sdk.m2m.list_tokens(subject=sender.id).total_count == 3
 
 
+def test_min_remaining_ttl_reuses_a_live_token_minted_without_the_parameter(admin, connect):
+    """Like Clerk: any live opaque token with identical claims and scopes and enough time left
+    is handed back, whether or not it was itself created with min_remaining_ttl_seconds."""
+    sender, target = new_pair(admin, "reuse-plain")
+    sender_sdk = connect(sender.secret_key)
+
+    plain = sender_sdk.m2m.create_token(seconds_until_expiration=120, claims={"job": "a"})
+    reused = sender_sdk.m2m.create_token(
+        seconds_until_expiration=120, claims={"job": "a"}, min_remaining_ttl_seconds=30
+    )
+    unclaimed = sender_sdk.m2m.create_token(seconds_until_expiration=120)
+    reused_unclaimed = sender_sdk.m2m.create_token(min_remaining_ttl_seconds=30)
+
+    assert (reused.id, reused.token, reused.expiration) == (plain.id, plain.token, plain.expiration)
+    assert connect(target.secret_key).m2m.verify_token(token=reused.token).id == plain.id
+    assert (reused_unclaimed.id, reused_unclaimed.token) == (unclaimed.id, unclaimed.token)
+    assert sender_sdk.m2m.list_tokens(subject=sender.id).total_count == 2
+
+
 def test_min_remaining_ttl_not_below_lifetime_is_400(caller):
     with pytest.raises(models.CreateM2MTokenM2mResponseBody) as caught:
         caller.m2m.create_token(seconds_until_expiration=60, min_remaining_ttl_seconds=60)

@@ -16,24 +16,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import secrets
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import requests
+from m2m_harness.launcher import AppProcess, base_env, free_port, start_all, stop_all
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LOADTEST_DIR = REPO_ROOT / "loadtest"
-# App configuration a developer may have exported: never inherited by the stack's servers.
-_APP_ENV_PREFIXES = ("CLERK_", "MOCK_ISSUER_", "M2M_", "RECEIVER_", "CALLER_", "LOADTEST_")
 RECEIVER_LEEWAY_S = 1
+# One app under gunicorn (scripts/bench.py imports it by this name), and this process's
+# environment without app settings (the locust runs get it too).
+Server = AppProcess
+clean_env = base_env
 
 
 @dataclass(frozen=True)
@@ -82,87 +80,6 @@ class Seed:
         }
 
 
-# free_port and clean_env repeat tests/harness.py's free_port and base_env on purpose: the load
-# test runs without the test tooling (tests.harness imports pytest-xprocess), and tests/ is not
-# part of what someone copies to load-test their own services. clean_env also drops LOADTEST_*
-# and CALLER_* settings, which the harness has no reason to know about.
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def clean_env() -> dict[str, str]:
-    """This process's environment without app settings, plus what every app needs."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(_APP_ENV_PREFIXES)}
-    env.update(PYTHONPATH=str(REPO_ROOT), PYTHONUNBUFFERED="1", M2M_SKIP_DOTENV="1")
-    return env
-
-
-@dataclass
-class Server:
-    """One app under gunicorn in its own process group, logging to a file."""
-
-    app: str
-    port: int
-    env: dict[str, str]
-    log_path: Path
-    workers: int = 2
-    threads: int = 1
-    target: str = ""  # gunicorn's "module:factory()"; default "<app>:create_app()"
-    process: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def control_socket(self) -> Path:
-        """Gunicorn's control socket in the run's own folder, not the shared ~/.gunicorn."""
-        return self.log_path.with_suffix(".ctl")
-
-    def start(self) -> None:
-        args = [sys.executable, "-m", "gunicorn", "--workers", str(self.workers),
-                "--threads", str(self.threads), "--bind", f"127.0.0.1:{self.port}",
-                "--graceful-timeout", "5", "--control-socket", str(self.control_socket),
-                self.target or f"{self.app}:create_app()"]  # fmt: skip
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                args, env={**clean_env(), **self.env}, cwd=REPO_ROOT, stdout=log,
-                stderr=subprocess.STDOUT, start_new_session=True,
-            )  # fmt: skip
-
-    def wait_healthy(self, timeout_s: float = 30) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process is not None and self.process.poll() is not None:
-                raise RuntimeError(f"{self.app} exited during start-up:\n{self.log_tail()}")
-            try:
-                if requests.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"{self.app} not healthy after {timeout_s:g} s:\n{self.log_tail()}")
-
-    def stop(self) -> None:
-        """SIGTERM gunicorn's master (it stops its workers); SIGKILL the group if it lingers."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=5)
-
-    def log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except FileNotFoundError:
-            return ""
-
-
 @dataclass
 class Stack:
     """Issuer, receiver and caller on loopback, wired to each other with one random seed."""
@@ -196,8 +113,19 @@ class Stack:
         })  # fmt: skip
 
     def _server(self, app: str, port: int, env: dict[str, str], target: str = "") -> Server:
-        return Server(app, port, env, self.workdir / f"{app}-{port}.log",
-                      workers=self.workers, threads=self.threads, target=target)  # fmt: skip
+        """`app` under gunicorn, or `target` ("module:factory()") in its place."""
+        log_path = self.workdir / f"{app}-{port}.log"
+        return Server(
+            target or app,
+            env,
+            port,
+            server="gunicorn",
+            workers=self.workers,
+            threads=self.threads,
+            log_path=log_path,
+            cwd=REPO_ROOT,
+            name=app,
+        )
 
     def receiver_server(self, extra_env: dict[str, str | None], target: str = "") -> Server:
         """A receiver wired to this stack's issuer; `extra_env` tunes it (e.g. its cache; None
@@ -220,22 +148,14 @@ class Stack:
         return self._server("receiver_app", free_port(), env, target)
 
     def start(self) -> Stack:
-        for server in self.servers.values():
-            server.start()
-        for server in self.servers.values():
-            server.wait_healthy()
+        start_all(list(self.servers.values()))
         return self
 
     def stop(self) -> None:
-        for server in reversed(self.servers.values()):
-            server.stop()
+        stop_all(self.servers.values())
 
     def __enter__(self) -> Stack:
-        try:
-            return self.start()
-        except BaseException:
-            self.stop()
-            raise
+        return self.start()
 
     def __exit__(self, *_exc) -> None:
         self.stop()

@@ -68,8 +68,13 @@ class Seed:
 
     def as_json(self) -> dict:
         def entry(m: Machine, scoped: list[str]) -> dict:
-            return {"id": m.id, "name": m.name, "secret_key": m.secret_key,
-                    "default_token_ttl": 3600, "scoped_machines": scoped}  # fmt: skip
+            return {
+                "id": m.id,
+                "name": m.name,
+                "secret_key": m.secret_key,
+                "default_token_ttl": 3600,
+                "scoped_machines": scoped,
+            }
 
         return {
             "machines": [
@@ -98,19 +103,21 @@ class Stack:
         issuer_url = f"http://127.0.0.1:{issuer_port}"
         seed_path = self.workdir / "seed.json"
         seed_path.write_text(json.dumps(self.seed.as_json()))
-        self.servers["issuer"] = self._server("mock_issuer", issuer_port, {
+        issuer_env = {
             "CLERK_SECRET_KEY": self.seed.instance_secret_key,
             "MOCK_ISSUER_URL": issuer_url,
             "MOCK_ISSUER_DB": str(self.workdir / "issuer.db"),
             "MOCK_ISSUER_SEED": str(seed_path),
-        })  # fmt: skip
+        }
+        self.servers["issuer"] = self._server("mock_issuer", issuer_port, issuer_env)
         self.servers["receiver"] = self.receiver_server(self.receiver_env, self.receiver_target)
         receiver_url = self.servers["receiver"].url
-        self.servers["caller"] = self._server("caller_app", free_port(), {
+        caller_env = {
             "CLERK_API_URL": issuer_url,
             "CLERK_MACHINE_SECRET_KEY": self.seed.caller.secret_key,
             "RECEIVER_URL": receiver_url,
-        })  # fmt: skip
+        }
+        self.servers["caller"] = self._server("caller_app", free_port(), caller_env)
 
     def _server(self, app: str, port: int, env: dict[str, str], target: str = "") -> Server:
         """`app` under gunicorn, or `target` ("module:factory()") in its place."""
@@ -199,11 +206,10 @@ PROFILES = {
 
 def locust_command(profile: Profile, report_dir: Path, extra: list[str]) -> list[str]:
     files = ["loadtest/locustfile.py"] + (["loadtest/rotation_shape.py"] if profile.shape else [])
-    args = [sys.executable, "-m", "locust", "--config", str(LOADTEST_DIR / "locust.conf"),
-            "-f", ",".join(files), "--headless", "-u", str(profile.users),
-            "-r", str(profile.spawn_rate), "-t", profile.run_time,
-            "--csv", str(report_dir / "locust"),
-            "--html", str(report_dir / "report.html")]  # fmt: skip
+    args = [sys.executable, "-m", "locust", "--config", str(LOADTEST_DIR / "locust.conf")]
+    args += ["-f", ",".join(files), "--headless", "-u", str(profile.users)]
+    args += ["-r", str(profile.spawn_rate), "-t", profile.run_time]
+    args += ["--csv", str(report_dir / "locust"), "--html", str(report_dir / "report.html")]
     if profile.processes:
         args += ["--processes", str(profile.processes), *master_port_args()]
     return args + list(profile.extra) + extra
@@ -225,9 +231,11 @@ def run_profile(name: str, extra: list[str], workers: int, reports: Path) -> int
         tempfile.TemporaryDirectory(prefix="m2m-loadtest-") as tmp,
         Stack(Path(tmp), workers=workers) as stack,
     ):
-        print(f"loadtest: stack up ({workers} gunicorn workers per app): " + ", ".join(
-            f"{name}={server.url}" for name, server in stack.servers.items()
-        ), flush=True)  # fmt: skip
+        print(
+            f"loadtest: stack up ({workers} gunicorn workers per app): "
+            + ", ".join(f"{name}={server.url}" for name, server in stack.servers.items()),
+            flush=True,
+        )
         command = locust_command(profile, report_dir, extra)
         env = {**clean_env(), **stack.locust_env()}
         code = subprocess.call(command, env=env, cwd=REPO_ROOT)

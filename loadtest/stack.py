@@ -16,24 +16,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import secrets
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import requests
+from m2m_harness.launcher import AppProcess, base_env, free_port, start_all, stop_all
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LOADTEST_DIR = REPO_ROOT / "loadtest"
-# App configuration a developer may have exported: never inherited by the stack's servers.
-_APP_ENV_PREFIXES = ("CLERK_", "MOCK_ISSUER_", "M2M_", "RECEIVER_", "CALLER_", "LOADTEST_")
 RECEIVER_LEEWAY_S = 1
+# One app under gunicorn (scripts/bench.py imports it by this name), and this process's
+# environment without app settings (the locust runs get it too).
+Server = AppProcess
+clean_env = base_env
 
 
 @dataclass(frozen=True)
@@ -70,8 +68,13 @@ class Seed:
 
     def as_json(self) -> dict:
         def entry(m: Machine, scoped: list[str]) -> dict:
-            return {"id": m.id, "name": m.name, "secret_key": m.secret_key,
-                    "default_token_ttl": 3600, "scoped_machines": scoped}  # fmt: skip
+            return {
+                "id": m.id,
+                "name": m.name,
+                "secret_key": m.secret_key,
+                "default_token_ttl": 3600,
+                "scoped_machines": scoped,
+            }
 
         return {
             "machines": [
@@ -80,87 +83,6 @@ class Seed:
                 entry(self.outsider, []),
             ]
         }
-
-
-# free_port and clean_env repeat tests/harness.py's free_port and base_env on purpose: the load
-# test runs without the test tooling (tests.harness imports pytest-xprocess), and tests/ is not
-# part of what someone copies to load-test their own services. clean_env also drops LOADTEST_*
-# and CALLER_* settings, which the harness has no reason to know about.
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def clean_env() -> dict[str, str]:
-    """This process's environment without app settings, plus what every app needs."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(_APP_ENV_PREFIXES)}
-    env.update(PYTHONPATH=str(REPO_ROOT), PYTHONUNBUFFERED="1", M2M_SKIP_DOTENV="1")
-    return env
-
-
-@dataclass
-class Server:
-    """One app under gunicorn in its own process group, logging to a file."""
-
-    app: str
-    port: int
-    env: dict[str, str]
-    log_path: Path
-    workers: int = 2
-    threads: int = 1
-    target: str = ""  # gunicorn's "module:factory()"; default "<app>:create_app()"
-    process: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def control_socket(self) -> Path:
-        """Gunicorn's control socket in the run's own folder, not the shared ~/.gunicorn."""
-        return self.log_path.with_suffix(".ctl")
-
-    def start(self) -> None:
-        args = [sys.executable, "-m", "gunicorn", "--workers", str(self.workers),
-                "--threads", str(self.threads), "--bind", f"127.0.0.1:{self.port}",
-                "--graceful-timeout", "5", "--control-socket", str(self.control_socket),
-                self.target or f"{self.app}:create_app()"]  # fmt: skip
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                args, env={**clean_env(), **self.env}, cwd=REPO_ROOT, stdout=log,
-                stderr=subprocess.STDOUT, start_new_session=True,
-            )  # fmt: skip
-
-    def wait_healthy(self, timeout_s: float = 30) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process is not None and self.process.poll() is not None:
-                raise RuntimeError(f"{self.app} exited during start-up:\n{self.log_tail()}")
-            try:
-                if requests.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"{self.app} not healthy after {timeout_s:g} s:\n{self.log_tail()}")
-
-    def stop(self) -> None:
-        """SIGTERM gunicorn's master (it stops its workers); SIGKILL the group if it lingers."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=5)
-
-    def log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except FileNotFoundError:
-            return ""
 
 
 @dataclass
@@ -181,23 +103,36 @@ class Stack:
         issuer_url = f"http://127.0.0.1:{issuer_port}"
         seed_path = self.workdir / "seed.json"
         seed_path.write_text(json.dumps(self.seed.as_json()))
-        self.servers["issuer"] = self._server("mock_issuer", issuer_port, {
+        issuer_env = {
             "CLERK_SECRET_KEY": self.seed.instance_secret_key,
             "MOCK_ISSUER_URL": issuer_url,
             "MOCK_ISSUER_DB": str(self.workdir / "issuer.db"),
             "MOCK_ISSUER_SEED": str(seed_path),
-        })  # fmt: skip
+        }
+        self.servers["issuer"] = self._server("mock_issuer", issuer_port, issuer_env)
         self.servers["receiver"] = self.receiver_server(self.receiver_env, self.receiver_target)
         receiver_url = self.servers["receiver"].url
-        self.servers["caller"] = self._server("caller_app", free_port(), {
+        caller_env = {
             "CLERK_API_URL": issuer_url,
             "CLERK_MACHINE_SECRET_KEY": self.seed.caller.secret_key,
             "RECEIVER_URL": receiver_url,
-        })  # fmt: skip
+        }
+        self.servers["caller"] = self._server("caller_app", free_port(), caller_env)
 
     def _server(self, app: str, port: int, env: dict[str, str], target: str = "") -> Server:
-        return Server(app, port, env, self.workdir / f"{app}-{port}.log",
-                      workers=self.workers, threads=self.threads, target=target)  # fmt: skip
+        """`app` under gunicorn, or `target` ("module:factory()") in its place."""
+        log_path = self.workdir / f"{app}-{port}.log"
+        return Server(
+            target or app,
+            env,
+            port,
+            server="gunicorn",
+            workers=self.workers,
+            threads=self.threads,
+            log_path=log_path,
+            cwd=REPO_ROOT,
+            name=app,
+        )
 
     def receiver_server(self, extra_env: dict[str, str | None], target: str = "") -> Server:
         """A receiver wired to this stack's issuer; `extra_env` tunes it (e.g. its cache; None
@@ -220,22 +155,14 @@ class Stack:
         return self._server("receiver_app", free_port(), env, target)
 
     def start(self) -> Stack:
-        for server in self.servers.values():
-            server.start()
-        for server in self.servers.values():
-            server.wait_healthy()
+        start_all(list(self.servers.values()))
         return self
 
     def stop(self) -> None:
-        for server in reversed(self.servers.values()):
-            server.stop()
+        stop_all(self.servers.values())
 
     def __enter__(self) -> Stack:
-        try:
-            return self.start()
-        except BaseException:
-            self.stop()
-            raise
+        return self.start()
 
     def __exit__(self, *_exc) -> None:
         self.stop()
@@ -279,11 +206,10 @@ PROFILES = {
 
 def locust_command(profile: Profile, report_dir: Path, extra: list[str]) -> list[str]:
     files = ["loadtest/locustfile.py"] + (["loadtest/rotation_shape.py"] if profile.shape else [])
-    args = [sys.executable, "-m", "locust", "--config", str(LOADTEST_DIR / "locust.conf"),
-            "-f", ",".join(files), "--headless", "-u", str(profile.users),
-            "-r", str(profile.spawn_rate), "-t", profile.run_time,
-            "--csv", str(report_dir / "locust"),
-            "--html", str(report_dir / "report.html")]  # fmt: skip
+    args = [sys.executable, "-m", "locust", "--config", str(LOADTEST_DIR / "locust.conf")]
+    args += ["-f", ",".join(files), "--headless", "-u", str(profile.users)]
+    args += ["-r", str(profile.spawn_rate), "-t", profile.run_time]
+    args += ["--csv", str(report_dir / "locust"), "--html", str(report_dir / "report.html")]
     if profile.processes:
         args += ["--processes", str(profile.processes), *master_port_args()]
     return args + list(profile.extra) + extra
@@ -305,9 +231,11 @@ def run_profile(name: str, extra: list[str], workers: int, reports: Path) -> int
         tempfile.TemporaryDirectory(prefix="m2m-loadtest-") as tmp,
         Stack(Path(tmp), workers=workers) as stack,
     ):
-        print(f"loadtest: stack up ({workers} gunicorn workers per app): " + ", ".join(
-            f"{name}={server.url}" for name, server in stack.servers.items()
-        ), flush=True)  # fmt: skip
+        print(
+            f"loadtest: stack up ({workers} gunicorn workers per app): "
+            + ", ".join(f"{name}={server.url}" for name, server in stack.servers.items()),
+            flush=True,
+        )
         command = locust_command(profile, report_dir, extra)
         env = {**clean_env(), **stack.locust_env()}
         code = subprocess.call(command, env=env, cwd=REPO_ROOT)

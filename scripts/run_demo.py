@@ -13,29 +13,35 @@ stopped with SIGTERM, then SIGKILL after a grace period, so nothing is left behi
 from __future__ import annotations
 
 import argparse
-import contextlib
+import functools
 import json
 import os
 import re
 import signal
-import socket
-import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import requests
-from dotenv import dotenv_values
-
 REPO_ROOT = Path(__file__).resolve().parent.parent
-HOST = "127.0.0.1"
+sys.path.insert(0, str(REPO_ROOT))
+
+import requests  # noqa: E402
+from dotenv import dotenv_values  # noqa: E402
+
+from m2m_harness.launcher import (  # noqa: E402
+    HOST,
+    AppProcess,
+    LaunchError,
+    base_env,
+    port_is_free,
+    start_all,
+    stop_all,
+)
+
 DEFAULT_PORTS = {"issuer": 8780, "caller": 8781, "receiver": 8782}
 MODULES = {"issuer": "mock_issuer", "caller": "caller_app", "receiver": "receiver_app"}
 START_ORDER = ("issuer", "receiver", "caller")
-# Settings a developer may have exported for other work: the demo takes them from the files.
-APP_ENV_PREFIXES = ("CLERK_", "MOCK_ISSUER_", "M2M_", "RECEIVER_")
 GRACE_SECONDS = 5.0
 ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
 COLORS = {"issuer": "\033[35m", "receiver": "\033[36m", "caller": "\033[33m"}
@@ -43,31 +49,6 @@ COLORS = {"issuer": "\033[35m", "receiver": "\033[36m", "caller": "\033[33m"}
 
 class DemoError(Exception):
     """The demo cannot go on; the message says why and what to do."""
-
-
-@dataclass
-class App:
-    """One app process of the demo, in its own process group."""
-
-    name: str
-    port: int
-    env: dict[str, str]
-    server: str = "flask"
-    process: subprocess.Popen | None = None
-    reader: threading.Thread | None = field(default=None, repr=False)
-
-    @property
-    def url(self) -> str:
-        return f"http://{HOST}:{self.port}"
-
-    def command(self) -> list[str]:
-        module = MODULES[self.name]
-        if self.server == "gunicorn":
-            return [sys.executable, "-m", "gunicorn", "--workers", "2", "--bind",
-                    f"{HOST}:{self.port}", "--no-control-socket",
-                    f"{module}:create_app()"]  # fmt: skip
-        return [sys.executable, "-m", "flask", "--app", module, "run", "--host", HOST,
-                "--port", str(self.port), "--no-reload"]  # fmt: skip
 
 
 class Console:
@@ -93,46 +74,53 @@ class Console:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     env = os.environ
     parser = argparse.ArgumentParser(description="Run the issuer, receiver and caller demo.")
-    parser.add_argument("--once", action="store_true", default=env.get("DEMO_ONCE") == "1",
-                        help="make the two calls, stop everything, exit 0 only if both "
-                        "succeeded (env DEMO_ONCE=1)")  # fmt: skip
+    parser.add_argument(
+        "--once",
+        action="store_true",
+        default=env.get("DEMO_ONCE") == "1",
+        help="make the two calls, stop everything, exit 0 only if both succeeded (env DEMO_ONCE=1)",
+    )
     for name, port in DEFAULT_PORTS.items():
-        parser.add_argument(f"--{name}-port", type=int,
-                            default=int(env.get(f"DEMO_{name.upper()}_PORT", port)),
-                            help=f"default {port} (env DEMO_{name.upper()}_PORT)")  # fmt: skip
-    parser.add_argument("--issuer-db", default=env.get("DEMO_ISSUER_DB"),
-                        help="the issuer's SQLite file (env DEMO_ISSUER_DB; default: the "
-                        "issuer's own setting)")  # fmt: skip
+        parser.add_argument(
+            f"--{name}-port",
+            type=int,
+            default=int(env.get(f"DEMO_{name.upper()}_PORT", port)),
+            help=f"default {port} (env DEMO_{name.upper()}_PORT)",
+        )
+    parser.add_argument(
+        "--issuer-db",
+        default=env.get("DEMO_ISSUER_DB"),
+        help="the issuer's SQLite file (env DEMO_ISSUER_DB; default: the issuer's own setting)",
+    )
     parser.add_argument(
         "--server",
         choices=("flask", "gunicorn"),
         default="flask",
         help="serve the apps with Flask's dev server (default) or gunicorn",
     )
-    parser.add_argument("--startup-timeout", type=float, default=30.0,
-                        help="seconds to wait for all three /healthz (default 30)")  # fmt: skip
+    parser.add_argument(
+        "--startup-timeout",
+        type=float,
+        default=30.0,
+        help="seconds to wait for all three /healthz (default 30)",
+    )
     return parser.parse_args(argv)
 
 
 def app_env(name: str, ports: dict[str, int], issuer_db: str | None) -> dict[str, str]:
-    """The environment of one app: ours without app settings, plus its .env (or .env.example,
-    always when M2M_SKIP_DOTENV=1) with demo URLs pointed at the chosen ports."""
+    """The environment of one app: ours without app settings (a developer's exported ones
+    included), plus its .env (or .env.example, always when M2M_SKIP_DOTENV=1) with demo URLs
+    pointed at the chosen ports; the apps then skip their .env, already applied here."""
     folder = REPO_ROOT / MODULES[name]
     use_dotenv = (folder / ".env").exists() and os.environ.get("M2M_SKIP_DOTENV") != "1"
     source = folder / ".env" if use_dotenv else folder / ".env.example"
     if not source.exists():
         raise DemoError(f"{source.relative_to(REPO_ROOT)} is missing: cannot configure {name}")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(APP_ENV_PREFIXES)}
+    env = base_env()
     for key, value in dotenv_values(source).items():
         env[key] = _retarget(value or "", ports)
     if name == "issuer" and issuer_db:
         env["MOCK_ISSUER_DB"] = issuer_db
-    env.update(
-        PYTHONPATH=str(REPO_ROOT),
-        PYTHONUNBUFFERED="1",
-        M2M_SKIP_DOTENV="1",  # the chosen file is already applied, with the URLs rewritten
-    )
-    env.pop("FLASK_DEBUG", None)
     return env
 
 
@@ -144,74 +132,20 @@ def _retarget(value: str, ports: dict[str, int]) -> str:
     return value
 
 
-def check_ports_free(apps: list[App]) -> None:
+def check_ports_free(apps: list[AppProcess]) -> None:
     ports = [app.port for app in apps]
     if len(set(ports)) != len(ports):
         raise DemoError(f"the three apps need three different ports, got {ports}")
     for app in apps:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            # As the servers do: connections of an earlier run in TIME_WAIT do not block us.
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                sock.bind((HOST, app.port))
-            except OSError:
-                raise DemoError(
-                    f"port {app.port} ({app.name}) is already in use: is another demo running? "
-                    f"Stop it, or pick another port with --{app.name}-port or "
-                    f"DEMO_{app.name.upper()}_PORT"
-                ) from None
+        if not port_is_free(app.port):
+            raise DemoError(
+                f"port {app.port} ({app.name}) is already in use: is another demo running? "
+                f"Stop it, or pick another port with --{app.name}-port or "
+                f"DEMO_{app.name.upper()}_PORT"
+            )
 
 
-def start(app: App, console: Console) -> None:
-    app.process = subprocess.Popen(
-        app.command(),
-        cwd=REPO_ROOT,
-        env=app.env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        errors="replace",
-        bufsize=1,
-        start_new_session=True,  # its own process group: Ctrl-C reaches us, we stop it
-    )
-    console.say(f"==> started {app.name} on {app.url} (pid {app.process.pid})")
-    app.reader = threading.Thread(target=_pump, args=(app, console), daemon=True)
-    app.reader.start()
-
-
-def _pump(app: App, console: Console) -> None:
-    assert app.process is not None and app.process.stdout is not None
-    for line in app.process.stdout:
-        console.app_line(app.name, line)
-
-
-def wait_healthy(apps: list[App], timeout: float) -> None:
-    """Wait until every app answers GET /healthz 200; fail fast if one exits."""
-    deadline = time.monotonic() + timeout
-    pending = list(apps)
-    while pending:
-        for app in list(pending):
-            assert app.process is not None
-            if _exited(app):
-                raise DemoError(f"{app.name} exited during start-up: see its log lines above")
-            if _healthy(app.url):
-                pending.remove(app)
-        if pending and time.monotonic() > deadline:
-            names = ", ".join(app.name for app in pending)
-            raise DemoError(f"{names} did not answer /healthz within {timeout:g} s")
-        if pending:
-            time.sleep(0.1)
-
-
-def _healthy(url: str) -> bool:
-    try:
-        return requests.get(f"{url}/healthz", timeout=1).status_code == 200
-    except requests.RequestException:
-        return False
-
-
-def call_send(caller: App, token_format: str, console: Console) -> bool:
+def call_send(caller: AppProcess, token_format: str, console: Console) -> bool:
     """One real GET /send on the caller; print the answer; True when it is a 200."""
     url = f"{caller.url}/send?format={token_format}"
     try:
@@ -228,7 +162,7 @@ def call_send(caller: App, token_format: str, console: Console) -> bool:
     return response.status_code == 200
 
 
-def print_urls(apps: dict[str, App], console: Console) -> None:
+def print_urls(apps: dict[str, AppProcess], console: Console) -> None:
     issuer = apps["issuer"].url
     console.say()
     console.say("==> All three apps are up:")
@@ -246,45 +180,16 @@ def _exists(url: str) -> bool:
         return False
 
 
-def stop_all(apps: list[App], console: Console) -> None:
-    """SIGTERM every process group, wait, then SIGKILL what is left; reap everything.
-    A second Ctrl-C meanwhile is ignored so the clean-up always completes (within seconds)."""
+def shut_down(apps: list[AppProcess], console: Console) -> None:
+    """Stop every app (SIGTERM, then SIGKILL after a grace period) and say so. A second Ctrl-C
+    meanwhile is ignored so the clean-up always completes (within seconds)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    # Not yet reaped: the leader's pid (= its group id) cannot be reused, so signalling the
-    # group is safe until we call wait().
     live = [app for app in apps if app.process is not None and app.process.returncode is None]
-    for app in live:
-        _signal_group(app, signal.SIGTERM)
-    deadline = time.monotonic() + GRACE_SECONDS
-    while time.monotonic() < deadline and not all(_exited(app) for app in live):
-        time.sleep(0.05)
-    for app in live:
-        if not _exited(app):
-            console.say(f"==> {app.name} ignored SIGTERM for {GRACE_SECONDS:g} s: SIGKILL")
-        _signal_group(app, signal.SIGKILL)  # also any child it forked (gunicorn workers)
-        app.process.wait(timeout=10)  # type: ignore[union-attr]
-    for app in apps:
-        if app.reader is not None:
-            app.reader.join(timeout=2)
+    for app in stop_all(live, GRACE_SECONDS):
+        console.say(f"==> {app.name} ignored SIGTERM for {GRACE_SECONDS:g} s: SIGKILL")
     if live:
         console.say("==> stopped " + ", ".join(app.name for app in live))
-
-
-def _exited(app: App) -> bool:
-    """Whether the leader has exited, without reaping it (WNOWAIT)."""
-    assert app.process is not None
-    try:
-        info = os.waitid(os.P_PID, app.process.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
-    except ChildProcessError:
-        return True
-    return info is not None
-
-
-def _signal_group(app: App, sig: signal.Signals) -> None:
-    assert app.process is not None
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(app.process.pid, sig)  # its group id is its pid (start_new_session)
 
 
 def _raise_interrupt(signum, frame) -> None:
@@ -292,18 +197,28 @@ def _raise_interrupt(signum, frame) -> None:
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
-    ports = {"issuer": args.issuer_port, "caller": args.caller_port,
-             "receiver": args.receiver_port}  # fmt: skip
+    ports = {"issuer": args.issuer_port, "caller": args.caller_port, "receiver": args.receiver_port}
     apps = {
-        name: App(name, ports[name], app_env(name, ports, args.issuer_db), args.server)
+        name: AppProcess(
+            MODULES[name],
+            app_env(name, ports, args.issuer_db),
+            ports[name],
+            server=args.server,
+            on_line=functools.partial(console.app_line, name),
+            cwd=REPO_ROOT,
+            name=name,
+        )
         for name in START_ORDER
     }
     ordered = list(apps.values())
     check_ports_free(ordered)
     try:
+        try:
+            start_all(ordered, args.startup_timeout)
+        except LaunchError as exc:
+            raise DemoError(str(exc)) from None
         for app in ordered:
-            start(app, console)
-        wait_healthy(ordered, args.startup_timeout)
+            console.say(f"==> started {app.name} on {app.url} (pid {app.pid})")
         console.say("==> all three answer /healthz; one real call with each token format:")
         results = [call_send(apps["caller"], fmt, console) for fmt in ("opaque", "jwt")]
         print_urls(apps, console)
@@ -312,16 +227,16 @@ def run(args: argparse.Namespace, console: Console) -> int:
             console.say(f"==> --once: {'both calls succeeded' if ok else 'a call FAILED'}")
             return 0 if ok else 1
         console.say("==> Press Ctrl-C to stop all three.")
-        while not any(_exited(app) for app in ordered):
+        while all(app.running for app in ordered):
             time.sleep(0.5)
-        dead = next(app for app in ordered if _exited(app))
+        dead = next(app for app in ordered if not app.running)
         raise DemoError(f"{dead.name} exited unexpectedly: see its log lines above")
     except KeyboardInterrupt:
         console.say()
         console.say("==> Ctrl-C: stopping all three")
         return 0
     finally:
-        stop_all(ordered, console)
+        shut_down(ordered, console)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import RunningApp, start_app
+from tests.harness import RunningApp, free_port, start_app
 
 TEST_SECRET_KEY = "sk_test_pytest0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d"
 
@@ -98,8 +98,6 @@ def start_issuer(start, tmp_path) -> Callable[..., RunningApp]:
     """Start a seeded mock issuer with a fresh database for this test only."""
 
     def _start_issuer(server: str = "flask", port: int | None = None, **extra_env: str):
-        from tests.harness import free_port
-
         port = port or free_port()
         env = issuer_env(tmp_path / f"issuer-{port}", MOCK_ISSUER_URL=f"http://127.0.0.1:{port}")
         env.update(extra_env)
@@ -111,8 +109,6 @@ def start_issuer(start, tmp_path) -> Callable[..., RunningApp]:
 @pytest.fixture(scope="session")
 def issuer(xprocess, tmp_path_factory) -> Iterator[RunningApp]:
     """One seeded mock issuer shared by the whole session, for tests that only add state."""
-    from tests.harness import free_port
-
     port = free_port()
     env = issuer_env(tmp_path_factory.mktemp("issuer"), MOCK_ISSUER_URL=f"http://127.0.0.1:{port}")
     running = start_app(xprocess, "mock_issuer", env, port=port)

@@ -15,7 +15,8 @@ import time
 import psutil
 import pytest
 
-from tests.harness import REPO_ROOT, base_env, free_port
+from m2m_harness.launcher import base_env, free_port, port_is_free
+from tests.harness import REPO_ROOT
 
 pytestmark = pytest.mark.e2e
 
@@ -24,30 +25,13 @@ DEMO = REPO_ROOT / "scripts" / "run_demo.py"
 
 def demo_command(tmp_path, *extra: str) -> tuple[list[str], dict[str, int]]:
     ports = {"issuer": free_port(), "caller": free_port(), "receiver": free_port()}
-    args = [
-        sys.executable,
-        str(DEMO),
-        "--issuer-db",
-        str(tmp_path / "demo.db"),
-        *(f"--{name}-port={port}" for name, port in ports.items()),
-        *extra,
-    ]
-    return args, ports
+    port_args = [f"--{name}-port={port}" for name, port in ports.items()]
+    db = str(tmp_path / "demo.db")
+    return [sys.executable, str(DEMO), "--issuer-db", db, *port_args, *extra], ports
 
 
 def started_pids(output: str) -> dict[str, int]:
     return {m[1]: int(m[2]) for m in re.finditer(r"started (\w+) on \S+ \(pid (\d+)\)", output)}
-
-
-def port_is_free(port: int) -> bool:
-    """Nothing listens there (SO_REUSEADDR: closed connections in TIME_WAIT do not count)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
 
 
 def assert_nothing_left(pids: dict[str, int], ports: dict[str, int], extra_pids=()) -> None:

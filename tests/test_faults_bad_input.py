@@ -374,7 +374,7 @@ def receiver_world(tmp_path_factory) -> Iterator[ReceiverWorld]:
         mp.setenv("M2M_SKIP_DOTENV", "1")
         app = receiver_app.create_app(
             {"CLERK_API_URL": url, "CLERK_MACHINE_SECRET_KEY": RECEIVER.secret_key,
-             "CLERK_MACHINE_ID": RECEIVER.id, "M2M_ISSUER_TIMEOUT_SECONDS": "5"}
+             "CLERK_MACHINE_ID": RECEIVER.id}
         )  # fmt: skip
     app.testing = True
     yield ReceiverWorld(app.test_client(), valid, invalid)

@@ -58,7 +58,7 @@ def apps(xprocess, tmp_path_factory) -> Iterator[tuple[RunningApp, RunningApp]]:
         xprocess,
         "receiver_app",
         {"CLERK_API_URL": issuer.url, "CLERK_MACHINE_SECRET_KEY": RECEIVER.secret_key,
-         "CLERK_MACHINE_ID": RECEIVER.id, "M2M_ISSUER_TIMEOUT_SECONDS": "5"},
+         "CLERK_MACHINE_ID": RECEIVER.id},
         server="gunicorn",
         workers=1,
     )  # fmt: skip

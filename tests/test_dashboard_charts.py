@@ -5,7 +5,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from mock_issuer.charts import (
+from mock_issuer.dashboard.charts import (
     BarChart,
     Series,
     label_stride,

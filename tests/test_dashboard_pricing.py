@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mock_issuer.pricing import (
+from mock_issuer.dashboard.pricing import (
     FREE_CREATIONS,
     FREE_VERIFICATIONS,
     PRICE_CREATION,

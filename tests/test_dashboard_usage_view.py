@@ -1,6 +1,6 @@
 """Usage reports (the `usage.usage_report` shape) turned into chart series and tables."""
 
-from mock_issuer.usage_view import (
+from mock_issuer.dashboard.usage_view import (
     RANGES,
     UNKNOWN_MACHINE,
     by_format,

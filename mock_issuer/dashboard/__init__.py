@@ -27,14 +27,14 @@ from flask import (
 from werkzeug.exceptions import HTTPException, InternalServerError
 from werkzeug.wrappers import Response
 
-from . import dashboard_auth as auth
-from . import db, machines, tokens, usage
+from .. import db, machines, tokens, usage
+from ..dashboard_queries import billable_counts, counts_since
+from ..db_access import get_conn
+from ..errors import ClerkError, invalid_param
+from ..requests_util import as_int, as_str
+from . import auth
 from .charts import render_stacked_bars
-from .dashboard_queries import billable_counts, counts_since
-from .db_access import get_conn
-from .errors import ClerkError, invalid_param
 from .pricing import PROJECTION_WINDOW_DAYS, Prices, estimate, format_usd, month_bounds
-from .requests_util import as_int, as_str
 from .usage_view import (
     RANGES,
     SPLITS,

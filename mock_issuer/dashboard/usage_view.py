@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from ..usage import DEFAULT_BUCKETS, FORMATS
+from ..usage import RANGES as REPORT_RANGES
 from .charts import FAILED_COLOR, PALETTE, BarChart, Series
-from .usage import DEFAULT_BUCKETS, FORMATS
-from .usage import RANGES as REPORT_RANGES
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import click
 from flask import Flask, jsonify
 
 from . import config as config_module
-from . import db, machines, seed, signing_keys
+from . import dashboard, db, machines, seed, signing_keys
 from .errors import register_error_handlers
 
 log = logging.getLogger("mock_issuer")
@@ -50,7 +50,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     )
     app.json.sort_keys = False  # type: ignore[attr-defined]
 
-    register_error_handlers(app)
+    register_error_handlers(
+        app, html_prefix=dashboard.bp.url_prefix or "", html_page=dashboard.error_page
+    )
     _register_blueprints(app)
     _register_cli(app)
     _prepare_storage(app)
@@ -80,7 +82,7 @@ def _register_blueprints(app: Flask) -> None:
     app.register_blueprint(api_tokens.bp, url_prefix="", name="m2m_tokens")
     app.register_blueprint(api_jwks.bp)
     app.register_blueprint(api_usage.bp)
-    from . import dashboard, metrics
+    from . import metrics
 
     dashboard.init_app(app)  # /dashboard: usage charts and machine management
     metrics.init_app(app)  # /metrics: Prometheus counters and request latency

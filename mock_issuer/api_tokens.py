@@ -9,7 +9,7 @@ from flask import Blueprint, current_app, jsonify, request
 
 from . import ids, machines, retention, tokens
 from .auth import authenticate, require_machine
-from .db_access import get_conn
+from .db import get_conn
 from .errors import invalid_param, machine_not_found, missing_param, not_found
 from .requests_util import (
     as_int,

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from flask import current_app, g, request
 
 from . import machines
-from .db_access import get_conn
+from .db import get_conn
 from .errors import ClerkError
 
 MAX_KEY_LENGTH = 512

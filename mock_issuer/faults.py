@@ -29,7 +29,7 @@ from flask import Blueprint, Flask, current_app, jsonify, request
 
 from . import db
 from .auth import require_instance
-from .db_access import get_conn
+from .db import get_conn
 from .errors import ClerkError, body_invalid, invalid_param
 from .requests_util import json_body
 

@@ -29,7 +29,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from . import db, usage
-from .dashboard_queries import CountKey, counts_between_ids, last_usage_id
+from .usage import CountKey, counts_between_ids, last_usage_id
 
 log = logging.getLogger("mock_issuer")
 

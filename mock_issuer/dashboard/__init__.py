@@ -24,17 +24,23 @@ from flask import (
     request,
     url_for,
 )
-from werkzeug.exceptions import HTTPException, InternalServerError
 from werkzeug.wrappers import Response
 
 from .. import db, machines, tokens, usage
-from ..dashboard_queries import billable_counts, counts_since
-from ..db_access import get_conn
+from ..db import get_conn
 from ..errors import ClerkError, invalid_param
 from ..requests_util import as_int, as_str
+from ..usage import counts_since
 from . import auth
 from .charts import render_stacked_bars
-from .pricing import PROJECTION_WINDOW_DAYS, Prices, estimate, format_usd, month_bounds
+from .pricing import (
+    PROJECTION_WINDOW_DAYS,
+    Prices,
+    billable_counts,
+    estimate,
+    format_usd,
+    month_bounds,
+)
 from .usage_view import (
     RANGES,
     SPLITS,
@@ -93,35 +99,6 @@ def init_app(app: Flask) -> None:
     settings = {**os.environ, **{k: v for k, v in app.config.items() if isinstance(v, str)}}
     app.extensions["dashboard_prices"] = Prices.from_settings(settings)
     app.register_blueprint(bp)
-    _html_errors_under_dashboard(app)
-
-
-def _html_errors_under_dashboard(app: Flask) -> None:
-    """Errors that never reach the blueprint's handlers (unknown /dashboard paths and wrong
-    methods fail in routing; a crash falls through to the app) get an HTML page on /dashboard
-    paths; every other path keeps the API's JSON envelope handlers, looked up here, after
-    `errors.register_error_handlers` has registered them, and called for those paths."""
-    api_handlers = dict(app.error_handler_spec[None][None])
-    api_http_error = api_handlers.get(HTTPException)
-    api_crash = api_handlers.get(Exception)
-
-    @app.errorhandler(HTTPException)
-    def _http(err: HTTPException) -> Any:
-        if _is_dashboard_path():
-            return _security_headers(_http_error(err))  # outside the blueprint's after_request
-        return api_http_error(err) if api_http_error else err
-
-    @app.errorhandler(Exception)
-    def _crash(err: Exception) -> Any:
-        if _is_dashboard_path():
-            log.exception("unexpected error on a dashboard page")
-            page = _error_page(500, "Internal Server Error", "Something went wrong: try again.")
-            return _security_headers(page)
-        return api_crash(err) if api_crash else InternalServerError()
-
-
-def _is_dashboard_path() -> bool:
-    return request.path == bp.url_prefix or request.path.startswith(f"{bp.url_prefix}/")
 
 
 # ---- request guards, headers, errors, template helpers ----
@@ -146,25 +123,18 @@ def _security_headers(response: Response) -> Response:
     return response
 
 
-def _error_page(code: int, name: str, description: str) -> Response:
-    """The dashboard's HTML error page (template helpers passed explicitly: a routing error
-    happens outside the blueprint, without its context processor)."""
-    html = render_template("dashboard/error.html", code=code, name=name, description=description,
-                           **_template_helpers())  # fmt: skip
-    return Response(html, status=code, mimetype="text/html")
-
-
-@bp.errorhandler(HTTPException)
-def _http_error(err: HTTPException) -> Response:
-    page = _error_page(err.code or 500, err.name, err.description or err.name)
-    if err.code == 405 and getattr(err, "valid_methods", None):
-        page.headers["Allow"] = ", ".join(err.valid_methods)
-    return page
-
-
-@bp.errorhandler(ClerkError)
-def _clerk_error(err: ClerkError) -> Response:
-    return _error_page(err.status, err.message, err.long_message)
+def error_page(code: int, name: str, description: str) -> Response:
+    """The dashboard's HTML error page, with its security headers (errors.py answers every error
+    under /dashboard with it; a routing error happens outside the blueprint, so the template
+    helpers are passed explicitly and the blueprint's after_request may not run)."""
+    html = render_template(
+        "dashboard/error.html",
+        code=code,
+        name=name,
+        description=description,
+        **_template_helpers(),
+    )
+    return _security_headers(Response(html, status=code, mimetype="text/html"))
 
 
 @bp.context_processor

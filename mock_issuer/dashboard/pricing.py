@@ -6,10 +6,13 @@ price; the defaults are the ones in the wire reference. Money is Decimal, never 
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
+
+from ..usage import CountKey
 
 # (setting name, default) for each price knob; read from app config first, then the environment.
 PRICE_CREATION = ("MOCK_ISSUER_PRICE_CREATION", "0.001")
@@ -68,6 +71,16 @@ class CostEstimate:
     @property
     def projected_total(self) -> Decimal:
         return sum((item.cost for item in self.projected), Decimal(0))
+
+
+def billable_counts(counts: Counter[CountKey]) -> tuple[int, int]:
+    """(token creations, opaque verifications): what Clerk bills. Verifications count whatever
+    their outcome; reuses of an existing token are not creations; JWT verifications are free."""
+    creations = sum(n for (kind, _, _), n in counts.items() if kind == "create")
+    opaque_verifications = sum(
+        n for (kind, fmt, _), n in counts.items() if kind == "verify" and fmt == "opaque"
+    )
+    return creations, opaque_verifications
 
 
 def line_item(label: str, count: int, free_tier: int, unit_price: Decimal) -> LineItem:

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from flask import current_app
+from .config import current_settings
 
 BUSY_TIMEOUT_MS = 10_000
 
@@ -196,4 +196,4 @@ def init_db(path: str) -> None:
 
 def get_conn() -> sqlite3.Connection:
     """This thread's connection to the current app's database (for request handlers)."""
-    return connect(current_app.config["MOCK_ISSUER_DB"])
+    return connect(current_settings().mock_issuer_db)

@@ -25,10 +25,11 @@ from dataclasses import asdict, dataclass
 from fractions import Fraction
 from typing import Any
 
-from flask import Blueprint, Flask, current_app, jsonify, request
+from flask import Blueprint, Flask, jsonify, request
 
 from . import db
 from .auth import require_instance
+from .config import current_settings
 from .db import get_conn
 from .errors import ClerkError, body_invalid, invalid_param
 from .requests_util import json_body
@@ -503,7 +504,7 @@ def _before_request() -> None:
     if not path.startswith(_FAULTABLE_PREFIXES) or normalize_path(path).startswith("/_faults"):
         return
     conn = get_conn()
-    state = _current_state(conn, current_app.config["MOCK_ISSUER_DB"])
+    state = _current_state(conn, current_settings().mock_issuer_db)
     if not state.active:
         return
     method = request.method
@@ -632,8 +633,9 @@ def _server_start_id() -> str:
 def init_app(app: Flask) -> None:
     """Create the fault tables, apply the environment's faults once per server start, and
     register the request hook and the admin route."""
-    config = config_from_env(app.config["MOCK_ISSUER_FAULTS"], app.config["MOCK_ISSUER_RATE_LIMIT"])
-    conn = db.connect(app.config["MOCK_ISSUER_DB"])
+    settings = app.extensions["settings"]
+    config = config_from_env(settings.mock_issuer_faults, settings.mock_issuer_rate_limit)
+    conn = db.connect(settings.mock_issuer_db)
     init_storage(conn)
     start_id = _server_start_id()
     with db.write(conn):

@@ -34,10 +34,10 @@ def make_app(workdir: Path, **config: object) -> Flask:
 def module_app(tmp_path_factory) -> Iterator[tuple[Flask, Path]]:
     """One issuer app for the module and a snapshot of its freshly seeded database."""
     app = make_app(tmp_path_factory.mktemp("dashboard-pages"))
-    db.connect(app.config["MOCK_ISSUER_DB"]).execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.connect(app.extensions["settings"].mock_issuer_db).execute("PRAGMA wal_checkpoint(TRUNCATE)")
     db.close_thread_connections()
-    snapshot = Path(app.config["MOCK_ISSUER_DB"]).with_suffix(".snapshot")
-    shutil.copyfile(app.config["MOCK_ISSUER_DB"], snapshot)
+    snapshot = Path(app.extensions["settings"].mock_issuer_db).with_suffix(".snapshot")
+    shutil.copyfile(app.extensions["settings"].mock_issuer_db, snapshot)
     yield app, snapshot
     db.close_thread_connections()
 
@@ -48,7 +48,7 @@ def app(module_app) -> Flask:
     the three seed machines and no tokens (building a fresh app per test costs ~0.3 s)."""
     app, snapshot = module_app
     db.close_thread_connections()
-    path = Path(app.config["MOCK_ISSUER_DB"])
+    path = Path(app.extensions["settings"].mock_issuer_db)
     for leftover in (Path(f"{path}-wal"), Path(f"{path}-shm")):
         leftover.unlink(missing_ok=True)
     shutil.copyfile(snapshot, path)
@@ -824,7 +824,7 @@ def test_latency_histogram_is_cumulative_with_every_request_in_plus_inf(app):
 
 
 def test_recording_latency_never_writes_the_issuers_own_database(app, anon):
-    issuer_db = db.connect(app.config["MOCK_ISSUER_DB"])
+    issuer_db = db.connect(app.extensions["settings"].mock_issuer_db)
     before = issuer_db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0]
     anon.get("/v1/machines", headers={"Authorization": "Bearer sk_test_wrong"})  # rejected
     anon.get("/healthz")
@@ -834,7 +834,10 @@ def test_recording_latency_never_writes_the_issuers_own_database(app, anon):
         "SELECT SUM(count) FROM request_latency"
     )
     assert recorded.fetchone()[0] == 2
-    assert app.extensions["metrics_db"] == app.config["MOCK_ISSUER_DB"][:-3] + ".metrics.db"
+    assert (
+        app.extensions["metrics_db"]
+        == app.extensions["settings"].mock_issuer_db[:-3] + ".metrics.db"
+    )
 
 
 def test_a_latency_the_database_refuses_is_logged_and_never_fails_the_request(caplog):

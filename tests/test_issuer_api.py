@@ -11,7 +11,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from mock_issuer import create_app, db, tokens
+from mock_issuer import db, tokens
 from tests.conftest import CALLER, OUTSIDER, RECEIVER, TEST_SECRET_KEY, make_issuer_app
 
 ISSUER_URL = "http://127.0.0.1:8799"
@@ -221,7 +221,7 @@ def test_tokens_not_minted_for_reuse_are_stored_as_a_hash_alone(app, client):
     plain = mint(client, key)
     reusable = mint(client, key, min_remaining_ttl_seconds=10)
     assert reusable["id"] != plain["id"]  # the hash-only token cannot be handed out again
-    conn = db.connect(app.config["MOCK_ISSUER_DB"])
+    conn = db.connect(app.extensions["settings"].mock_issuer_db)
     rows = {
         row["id"]: row
         for row in conn.execute(
@@ -262,7 +262,7 @@ def _database_alone_unwrap(db_path: str, token_id: str) -> str | None:
 def test_reusable_token_copy_cannot_be_decrypted_from_the_database_alone(app, client):
     machine = new_machine(client, "wrapped-copy", scoped_machines=[RECEIVER.id])
     token = mint(client, machine["secret_key"], min_remaining_ttl_seconds=10)
-    db_path = app.config["MOCK_ISSUER_DB"]
+    db_path = app.extensions["settings"].mock_issuer_db
     assert _database_alone_unwrap(db_path, token["id"]) is None
     wrapped = (
         db.connect(db_path)
@@ -282,7 +282,7 @@ def test_changing_the_instance_secret_key_ends_reuse_of_earlier_tokens(tmp_path)
     first_app = make_app(tmp_path)
     first = mint(first_app.test_client(), min_remaining_ttl_seconds=10)
     other_key = "sk_test_" + "7" * 32
-    second_app = create_app({**first_app.config, "CLERK_SECRET_KEY": other_key})
+    second_app = make_app(tmp_path, CLERK_SECRET_KEY=other_key)  # the same database
     resp = second_app.test_client().post(
         "/v1/m2m_tokens", json={"min_remaining_ttl_seconds": 10}, headers=bearer(CALLER.secret_key)
     )
@@ -293,7 +293,7 @@ def test_changing_the_instance_secret_key_ends_reuse_of_earlier_tokens(tmp_path)
 def test_reuse_lookup_reads_the_partial_index_not_every_token_of_the_machine(app):
     plan = " ".join(
         row[3]
-        for row in db.connect(app.config["MOCK_ISSUER_DB"]).execute(
+        for row in db.connect(app.extensions["settings"].mock_issuer_db).execute(
             "EXPLAIN QUERY PLAN SELECT * FROM m2m_tokens WHERE subject = ? AND revoked = 0"
             " AND expiration > ? AND claims = ? AND scopes = ? AND wrapped IS NOT NULL"
             " ORDER BY expiration DESC LIMIT 5",

@@ -8,7 +8,6 @@ dashboard can do nothing the API would refuse.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -17,7 +16,6 @@ from flask import (
     Blueprint,
     Flask,
     abort,
-    current_app,
     flash,
     redirect,
     render_template,
@@ -27,6 +25,7 @@ from flask import (
 from werkzeug.wrappers import Response
 
 from .. import db, machines, tokens, usage
+from ..config import Settings, current_settings
 from ..db import get_conn
 from ..errors import ClerkError, invalid_param
 from ..requests_util import as_int, as_str
@@ -83,21 +82,19 @@ SECURITY_HEADERS = {
 
 
 def init_app(app: Flask) -> None:
-    """Register the dashboard: cookie signing key and flags, price settings, the blueprint."""
+    """Register the dashboard: cookie signing key and flags, the blueprint."""
+    settings: Settings = app.extensions["settings"]
     if not app.config.get("SECRET_KEY"):
-        override = app.config.get("MOCK_ISSUER_SESSION_SECRET") or os.environ.get(
-            "MOCK_ISSUER_SESSION_SECRET"
+        app.config["SECRET_KEY"] = auth.session_secret(
+            settings.clerk_secret_key, settings.mock_issuer_session_secret
         )
-        app.config["SECRET_KEY"] = auth.session_secret(app.config["CLERK_SECRET_KEY"], override)
     app.config.update(
         SESSION_COOKIE_NAME="mock_issuer_dashboard",
         SESSION_COOKIE_PATH="/dashboard",
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
-        SESSION_COOKIE_SECURE=app.config["MOCK_ISSUER_URL"].startswith("https://"),
+        SESSION_COOKIE_SECURE=settings.mock_issuer_url.startswith("https://"),
     )
-    settings = {**os.environ, **{k: v for k, v in app.config.items() if isinstance(v, str)}}
-    app.extensions["dashboard_prices"] = Prices.from_settings(settings)
     app.register_blueprint(bp)
 
 
@@ -200,7 +197,7 @@ def sign_in() -> Any:
             return redirect(target)
         return render_template("dashboard/sign_in.html", next=target, error=None)
     submitted = request.form.get("secret_key", "")
-    if auth.secret_key_matches(submitted, current_app.config["CLERK_SECRET_KEY"]):
+    if auth.secret_key_matches(submitted, current_settings().clerk_secret_key):
         auth.sign_in()
         return redirect(target, 303)
     log.warning("dashboard sign-in refused from %s: wrong instance secret key", request.remote_addr)
@@ -245,7 +242,7 @@ def usage_page() -> Any:
     month_start = int(month_bounds(now_dt)[0].timestamp() * 1000)
     month_to_date = billable_counts(counts_since(conn, month_start))
     trailing = billable_counts(counts_since(conn, now - PROJECTION_WINDOW_DAYS * 86_400_000))
-    prices: Prices = current_app.extensions["dashboard_prices"]
+    prices = Prices.of(current_settings())
     return render_template(
         "dashboard/usage.html",
         nav="usage",

@@ -1,24 +1,19 @@
 """Estimated monthly cost of M2M usage at Clerk's list prices, with the monthly free tiers applied.
 
-Prices are settings (environment variables) because Clerk has quoted more than one verification
-price; the defaults are the ones in the wire reference. Money is Decimal, never float.
+Prices are settings (environment variables, see config.py) because Clerk has quoted more than one
+verification price; the defaults are the ones in the wire reference. Money is Decimal, never float.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
+from ..config import DEFAULTS, Settings
 from ..usage import CountKey
 
-# (setting name, default) for each price knob; read from app config first, then the environment.
-PRICE_CREATION = ("MOCK_ISSUER_PRICE_CREATION", "0.001")
-PRICE_VERIFICATION = ("MOCK_ISSUER_PRICE_VERIFICATION", "0.00001")
-FREE_CREATIONS = ("MOCK_ISSUER_FREE_CREATIONS", "2500")
-FREE_VERIFICATIONS = ("MOCK_ISSUER_FREE_VERIFICATIONS", "100000")
 PROJECTION_WINDOW_DAYS = 30
 
 
@@ -26,20 +21,23 @@ PROJECTION_WINDOW_DAYS = 30
 class Prices:
     """Price per token creation and per opaque verification (USD) and the monthly free counts."""
 
-    creation: Decimal = Decimal(PRICE_CREATION[1])
-    verification: Decimal = Decimal(PRICE_VERIFICATION[1])
-    free_creations: int = int(FREE_CREATIONS[1])
-    free_verifications: int = int(FREE_VERIFICATIONS[1])
+    creation: Decimal
+    verification: Decimal
+    free_creations: int
+    free_verifications: int
 
     @classmethod
-    def from_settings(cls, settings: Mapping[str, object]) -> Prices:
-        """Read the four knobs; a malformed or negative value raises ValueError naming it."""
+    def of(cls, settings: Settings) -> Prices:
+        """The prices an issuer's settings name (MOCK_ISSUER_PRICE_*, MOCK_ISSUER_FREE_*)."""
         return cls(
-            creation=_decimal_setting(settings, *PRICE_CREATION),
-            verification=_decimal_setting(settings, *PRICE_VERIFICATION),
-            free_creations=_count_setting(settings, *FREE_CREATIONS),
-            free_verifications=_count_setting(settings, *FREE_VERIFICATIONS),
+            creation=settings.mock_issuer_price_creation,
+            verification=settings.mock_issuer_price_verification,
+            free_creations=settings.mock_issuer_free_creations,
+            free_verifications=settings.mock_issuer_free_verifications,
         )
+
+
+CLERK_PRICES = Prices.of(DEFAULTS)  # Clerk's list prices: the settings' defaults
 
 
 @dataclass(frozen=True)
@@ -143,30 +141,3 @@ def format_usd(amount: Decimal) -> str:
     if amount == 0 or abs(amount) >= Decimal("0.01"):
         return f"${amount.quantize(Decimal('0.01')):,}"
     return f"${amount.normalize():f}"
-
-
-def _raw(settings: Mapping[str, object], name: str, default: str) -> str:
-    value = settings.get(name)
-    return default if value is None or str(value).strip() == "" else str(value).strip()
-
-
-def _decimal_setting(settings: Mapping[str, object], name: str, default: str) -> Decimal:
-    raw = _raw(settings, name, default)
-    try:
-        value = Decimal(raw)
-    except InvalidOperation:
-        raise ValueError(f"{name} must be a price in USD such as {default}, got {raw!r}") from None
-    if not value.is_finite() or value < 0:
-        raise ValueError(f"{name} must be a price of 0 or more in USD, got {raw!r}")
-    return value
-
-
-def _count_setting(settings: Mapping[str, object], name: str, default: str) -> int:
-    raw = _raw(settings, name, default)
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValueError(f"{name} must be a whole number such as {default}, got {raw!r}") from None
-    if value < 0:
-        raise ValueError(f"{name} must be 0 or more, got {raw!r}")
-    return value

@@ -131,9 +131,12 @@ def test_sign_in_page_remembers_where_the_visitor_was_going(anon):
     assert resp.location == "/dashboard/sign-in?next=/dashboard/machines?query%3Dcal"
     resp = anon.post(
         "/dashboard/sign-in",
-        data={"secret_key": TEST_SECRET_KEY, "csrf_token": csrf(anon),
-              "next": "/dashboard/machines?query=cal"},
-    )  # fmt: skip
+        data={
+            "secret_key": TEST_SECRET_KEY,
+            "csrf_token": csrf(anon),
+            "next": "/dashboard/machines?query=cal",
+        },
+    )
     assert resp.status_code == 303 and resp.location == "/dashboard/machines?query=cal"
 
 
@@ -772,8 +775,16 @@ def test_metrics_count_only_successful_creations_and_say_so(anon):
     mint(anon)
     text = anon.get("/metrics").text
     assert metric(text, "mock_issuer_token_creations_total", format="opaque") == 1
-    assert metric(text, "mock_issuer_request_duration_seconds_count", method="POST",
-                  route="/v1/m2m_tokens", status="422") == 1  # fmt: skip
+    assert (
+        metric(
+            text,
+            "mock_issuer_request_duration_seconds_count",
+            method="POST",
+            route="/v1/m2m_tokens",
+            status="422",
+        )
+        == 1
+    )
     help_line = re.search(r"^# HELP mock_issuer_token_creations_total (.*)$", text, re.M).group(1)
     assert "Counted only when minting succeeds" in help_line
 
@@ -784,8 +795,13 @@ def test_metrics_record_request_latency_by_route_pattern(anon):
         assert CALLER.id not in text  # the route pattern, never the requested ids
         if "/v1/machines/<machine_id>" not in text:
             return 0
-        return metric(text, "mock_issuer_request_duration_seconds_count", method="GET",
-                      route="/v1/machines/<machine_id>", status="200")  # fmt: skip
+        return metric(
+            text,
+            "mock_issuer_request_duration_seconds_count",
+            method="GET",
+            route="/v1/machines/<machine_id>",
+            status="200",
+        )
 
     before = count()
     anon.get(f"/v1/machines/{CALLER.id}", headers=SK)

@@ -70,9 +70,19 @@ def assert_clerk_error(resp, status: int, code: str) -> dict:
 
 
 TOKEN_KEYS = {
-    "object", "id", "subject", "claims", "scopes", "revoked", "revocation_reason", "expired",
-    "expiration", "last_used_at", "created_at", "updated_at",
-}  # fmt: skip
+    "object",
+    "id",
+    "subject",
+    "claims",
+    "scopes",
+    "revoked",
+    "revocation_reason",
+    "expired",
+    "expiration",
+    "last_used_at",
+    "created_at",
+    "updated_at",
+}
 
 
 # ---- creating tokens ----

@@ -118,10 +118,14 @@ def test_seed_is_idempotent_and_keeps_keys_rotated_since(tmp_path):
         tmp_path / "seed.json",
         [
             {"name": "by-name", "scoped_machines": ["fixed"]},
-            {"id": "mch_fixedid000000000000000000000"[:31], "name": "fixed",
-             "secret_key": "ak_fixed" + "9" * 24, "default_token_ttl": 60},
+            {
+                "id": "mch_fixedid000000000000000000000"[:31],
+                "name": "fixed",
+                "secret_key": "ak_fixed" + "9" * 24,
+                "default_token_ttl": 60,
+            },
         ],
-    )  # fmt: skip
+    )
     client = create_app(issuer_config(tmp_path, seed)).test_client()
     listed = client.get("/v1/machines?order_by=name", headers=SK).json
     assert [m["name"] for m in listed["data"]] == ["by-name", "fixed"]

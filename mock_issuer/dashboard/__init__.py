@@ -377,8 +377,9 @@ def rotate_secret_key(machine_id: str) -> Any:
         flash(err.long_message, "error")
         return _back_to_machine(machine_id)
     if previous_ttl:
-        flash(f"Secret key rotated. The previous key keeps working for {previous_ttl} seconds.",
-              "ok")  # fmt: skip
+        flash(
+            f"Secret key rotated. The previous key keeps working for {previous_ttl} seconds.", "ok"
+        )
     else:
         flash("Secret key rotated. The previous key stopped working at once.", "ok")
     auth.stash_revealed(machine_id, "New secret key", secret)

@@ -82,8 +82,11 @@ def csrf_ok() -> bool:
 def check_csrf() -> None:
     """Blueprint before_request hook: every POST must carry the session's CSRF token."""
     if request.method == "POST" and not csrf_ok():
-        abort(400, description="The form was stale or not sent from this dashboard. "
-                               "Reload the page and try again.")  # fmt: skip
+        abort(
+            400,
+            description="The form was stale or not sent from this dashboard. "
+            "Reload the page and try again.",
+        )
 
 
 def _revealed_cipher() -> AESGCM:

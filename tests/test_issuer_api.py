@@ -418,9 +418,12 @@ def test_verify_body_errors_name_the_problem(client):
 # ---- listing and revoking ----
 
 
-def test_list_is_newest_first_with_paging_and_floats(client):
+def test_list_is_newest_first_with_paging_and_floats(client, monkeypatch):
     machine = new_machine(client, "lister", scoped_machines=[RECEIVER.id])
-    ids = [mint(client, machine["secret_key"])["id"] for _ in range(3)]
+    ids = []
+    for _ in range(3):  # a millisecond apart: in one millisecond the random id breaks the tie
+        advance_clock(monkeypatch, 0.001)
+        ids.append(mint(client, machine["secret_key"])["id"])
     resp = client.get(
         f"/v1/m2m_tokens?subject={machine['id']}&limit=2.0&offset=0.0&revoked=false&expired=false",
         headers=SK,

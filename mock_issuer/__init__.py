@@ -8,69 +8,71 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import click
+from dotenv import dotenv_values
 from flask import Flask, jsonify
 
-from . import config as config_module
-from . import db, log_redaction, machines, seed, signing_keys
+from . import dashboard, db, log_redaction, machines, seed, signing_keys
+from .config import APP_DIR, ENV_VARS, Settings, load_settings
 from .errors import register_error_handlers
 
 log = logging.getLogger("mock_issuer")
 
-
-def _setup_logging() -> None:
-    """INFO lines from `mock_issuer` to stderr (no keys or tokens are ever logged)."""
-    if not log.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
-        log.addHandler(handler)
-        log.propagate = False
-    log.setLevel(logging.INFO)
+MAX_BODY_BYTES = 64 * 1024
 
 
-def create_app(config: dict[str, Any] | None = None) -> Flask:
-    """Build the issuer: settings from the environment (and `mock_issuer/.env`) overridden by
-    `config`, database prepared, seed applied, signing key present."""
-    _setup_logging()
+def create_app(config: Mapping[str, object] | None = None) -> Flask:
+    """Build the issuer. Settings come from `mock_issuer/.env` (skipped when M2M_SKIP_DOTENV=1),
+    overridden by the environment, overridden by `config` (keys named as the environment
+    variables; other keys, such as TESTING, go to Flask's config). Bad settings fail here,
+    before the database is touched; then storage, seed and signing key are made ready."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     log_redaction.install()  # no token or key in the server's request-line logs
-    config_module.load_env()
-    app = Flask(__name__, instance_relative_config=True)
-    app.config.from_mapping(config_module.from_env(app.instance_path))
-    if config:
-        app.config.from_mapping(config)
-    if not app.config["CLERK_SECRET_KEY"].startswith("sk_"):
-        raise RuntimeError(
-            "CLERK_SECRET_KEY must be set to the instance secret key (sk_...) the issuer accepts;"
-            " see mock_issuer/.env.example"
-        )
-    app.config["MOCK_ISSUER_RETENTION_DAYS"] = config_module.retention_days(
-        app.config["MOCK_ISSUER_RETENTION_DAYS"]
-    )
+    config = dict(config or {})
+    settings = load_settings(_environment(config))
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    app.config.update({k: v for k, v in config.items() if k not in ENV_VARS})
+    app.extensions["settings"] = settings
     app.json.sort_keys = False  # type: ignore[attr-defined]
 
-    register_error_handlers(app)
+    register_error_handlers(
+        app, html_prefix=dashboard.bp.url_prefix or "", html_page=dashboard.error_page
+    )
     _register_blueprints(app)
-    _register_cli(app)
-    _prepare_storage(app)
+    _register_cli(app, settings)
+    _prepare_storage(settings)
     from . import faults  # fault injection and rate-limit emulation (ours, off by default)
 
     faults.init_app(app)
 
     @app.get("/healthz")
     def healthz() -> Any:
-        db.connect(app.config["MOCK_ISSUER_DB"]).execute("SELECT 1").fetchone()
+        db.get_conn().execute("SELECT 1").fetchone()
         return jsonify({"status": "ok"})
 
     log.info(
         "mock_issuer ready (pid %d): Clerk M2M API for %s, database %s",
         os.getpid(),
-        app.config["MOCK_ISSUER_URL"],
-        app.config["MOCK_ISSUER_DB"],
+        settings.mock_issuer_url,
+        settings.mock_issuer_db,
     )
     return app
+
+
+def _environment(config: Mapping[str, object]) -> dict[str, str]:
+    """The variables settings are read from: `.env`, overridden by the real environment,
+    overridden by `config` (a None value is ignored). Nothing is written back to os.environ."""
+    env: dict[str, str] = {}
+    if os.environ.get("M2M_SKIP_DOTENV") != "1":
+        env.update({k: v for k, v in dotenv_values(APP_DIR / ".env").items() if v is not None})
+    env.update(os.environ)
+    env.update({k: str(v) for k, v in config.items() if k in ENV_VARS and v is not None})
+    return env
 
 
 def _register_blueprints(app: Flask) -> None:
@@ -81,32 +83,32 @@ def _register_blueprints(app: Flask) -> None:
     app.register_blueprint(api_tokens.bp, url_prefix="", name="m2m_tokens")
     app.register_blueprint(api_jwks.bp)
     app.register_blueprint(api_usage.bp)
-    from . import dashboard, metrics
+    from . import metrics
 
     dashboard.init_app(app)  # /dashboard: usage charts and machine management
     metrics.init_app(app)  # /metrics: Prometheus counters and request latency
 
 
-def _prepare_storage(app: Flask) -> None:
+def _prepare_storage(settings: Settings) -> None:
     """Schema, instance id, first signing key and seed: each race-safe, since every gunicorn
     worker runs this at the same moment."""
-    path = app.config["MOCK_ISSUER_DB"]
-    db.init_db(path)
-    conn = db.connect(path)
+    Path(settings.mock_issuer_db).parent.mkdir(parents=True, exist_ok=True)
+    db.init_db(settings.mock_issuer_db)
+    conn = db.connect(settings.mock_issuer_db)
     machines.instance_id(conn)
     signing_keys.ensure_signing_key(conn)
-    if app.config["MOCK_ISSUER_SEED"]:
-        entries = seed.load_seed(app.config["MOCK_ISSUER_SEED"])
+    if settings.mock_issuer_seed:
+        entries = seed.load_seed(settings.mock_issuer_seed)
         created = seed.apply_seed(conn, entries)
         if created:
             log.info("seeded %d machine(s): %s", len(created), ", ".join(created))
 
 
-def _register_cli(app: Flask) -> None:
+def _register_cli(app: Flask, settings: Settings) -> None:
     @app.cli.command("rotate-signing-key")
     def rotate_signing_key_command() -> None:
         """Make a new JWT signing key active; the old one stays published until every token
         it signed has expired."""
-        conn = db.connect(app.config["MOCK_ISSUER_DB"])
+        conn = db.connect(settings.mock_issuer_db)
         new_kid, old_kid = signing_keys.rotate_signing_key(conn)
         click.echo(f"active signing key: {new_kid} (retired: {old_kid or 'none'})")

@@ -9,7 +9,7 @@ from flask import Blueprint, jsonify
 
 from . import signing_keys
 from .auth import require_instance
-from .db_access import get_conn
+from .db import get_conn
 from .requests_util import json_body
 
 bp = Blueprint("jwks", __name__)

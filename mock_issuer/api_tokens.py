@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, jsonify, request
 
 from . import ids, machines, retention, tokens
 from .auth import authenticate, require_machine
-from .db_access import get_conn
+from .config import current_settings
+from .db import get_conn
 from .errors import invalid_param, machine_not_found, missing_param, not_found
 from .requests_util import (
     as_int,
@@ -23,10 +24,6 @@ from .requests_util import (
 bp = Blueprint("m2m_tokens", __name__)
 
 CREATE_FIELDS = {"token_format", "seconds_until_expiration", "claims", "min_remaining_ttl_seconds"}
-
-
-def _issuer_url() -> str:
-    return current_app.config["MOCK_ISSUER_URL"]
 
 
 @bp.post("/m2m_tokens")
@@ -48,23 +45,19 @@ def create_token() -> Any:
         )
     assert caller.machine_id is not None
     conn = get_conn()
+    settings = current_settings()
     created = tokens.create_token(
         conn,
         caller.machine_id,
         caller.key,
-        issuer_url=_issuer_url(),
-        instance_secret_key=current_app.config["CLERK_SECRET_KEY"],
+        issuer_url=settings.mock_issuer_url,
+        instance_secret_key=settings.clerk_secret_key,
         fmt=token_format,
         seconds_until_expiration=seconds,
         claims=data.get("claims"),
         min_remaining_ttl_seconds=min_remaining,
     )
-    config = current_app.config
-    retention.maybe_prune(
-        conn,
-        config["MOCK_ISSUER_DB"],
-        retention_ms=round(config["MOCK_ISSUER_RETENTION_DAYS"] * 86_400_000),
-    )
+    retention.maybe_prune(conn, settings.mock_issuer_db, retention_ms=settings.retention_ms)
     return jsonify(created.token.to_dict(token=created.secret)), 201
 
 
@@ -120,6 +113,9 @@ def verify_token() -> Any:
         raise missing_param("token")
     token = as_str(name, data[name], max_len=tokens.MAX_TOKEN_LENGTH)
     result = tokens.verify_token(
-        get_conn(), token, issuer_url=_issuer_url(), verifier_machine_id=caller.machine_id
+        get_conn(),
+        token,
+        issuer_url=current_settings().mock_issuer_url,
+        verifier_machine_id=caller.machine_id,
     )
     return jsonify(result.to_dict())

@@ -8,7 +8,7 @@ from flask import Blueprint, jsonify, request
 
 from . import ids, usage
 from .auth import require_instance
-from .db_access import get_conn
+from .db import get_conn
 from .errors import invalid_param
 from .requests_util import query_int
 

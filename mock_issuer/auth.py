@@ -7,10 +7,11 @@ from __future__ import annotations
 import hmac
 from dataclasses import dataclass, field
 
-from flask import current_app, g, request
+from flask import g, request
 
 from . import machines
-from .db_access import get_conn
+from .config import current_settings
+from .db import get_conn
 from .errors import ClerkError
 
 MAX_KEY_LENGTH = 512
@@ -71,7 +72,7 @@ def bearer_key() -> str:
 
 
 def _is_instance_key(key: str) -> bool:
-    expected = current_app.config["CLERK_SECRET_KEY"]
+    expected = current_settings().clerk_secret_key
     return hmac.compare_digest(key.encode("utf-8"), expected.encode("utf-8"))
 
 

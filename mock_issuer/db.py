@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from .config import current_settings
+
 BUSY_TIMEOUT_MS = 10_000
 
 SCHEMA = """
@@ -190,3 +192,8 @@ def init_db(path: str) -> None:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
+
+
+def get_conn() -> sqlite3.Connection:
+    """This thread's connection to the current app's database (for request handlers)."""
+    return connect(current_settings().mock_issuer_db)

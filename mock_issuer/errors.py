@@ -9,9 +9,10 @@ from __future__ import annotations
 import json
 import logging
 import secrets
+from collections.abc import Callable
 from typing import Any
 
-from flask import Flask, Response
+from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger("mock_issuer")
@@ -109,32 +110,39 @@ _HTTP_CODES = {
 }
 
 
-def register_error_handlers(app: Flask) -> None:
-    """Route every error, ours and Flask's, through the envelope; 500s carry no details."""
+ErrorPage = Callable[[int, str, str], Response]  # (status, title, description) -> a page
 
-    @app.errorhandler(ClerkError)
-    def _clerk_error(err: ClerkError) -> Response:
-        return error_response(err)
 
-    @app.errorhandler(HTTPException)
-    def _http_error(err: HTTPException) -> Response:
-        status = err.code or 500
-        code = _HTTP_CODES.get(status, "request_invalid" if status < 500 else "internal_error")
-        message = err.name
-        long_message = err.description or err.name
-        if status == 413:
-            long_message = (
-                f"The request body is larger than {app.config['MAX_CONTENT_LENGTH']} bytes"
-            )
-        clerk_err = ClerkError(status, code, message, long_message)
-        resp = error_response(clerk_err)
-        if status == 405 and getattr(err, "valid_methods", None):
-            resp.headers["Allow"] = ", ".join(err.valid_methods)
-        return resp
+def register_error_handlers(app: Flask, *, html_prefix: str, html_page: ErrorPage) -> None:
+    """One handler for every error, ours, Flask's (404, 405, 413...) and crashes: an HTML page
+    from `html_page` for paths under `html_prefix` (the dashboard), Clerk's envelope for every
+    other path. A crash is logged; its answer carries no details."""
 
     @app.errorhandler(Exception)
-    def _unexpected(err: Exception) -> Response:
+    def _any_error(err: Exception) -> Response:
+        clerk_err = _as_clerk_error(err, app.config["MAX_CONTENT_LENGTH"])
+        path = request.path
+        if path == html_prefix or path.startswith(f"{html_prefix}/"):
+            resp = html_page(clerk_err.status, clerk_err.message, clerk_err.long_message)
+        else:
+            resp = error_response(clerk_err)
+        resp.headers.update(clerk_err.headers)
+        return resp
+
+
+def _as_clerk_error(err: Exception, max_body_bytes: int) -> ClerkError:
+    """Any exception as the ClerkError to answer with (Flask's with their status and Allow)."""
+    if isinstance(err, ClerkError):
+        return err
+    if not isinstance(err, HTTPException):
         log.exception("unexpected error while handling a request")
-        return error_response(
-            ClerkError(500, "internal_clerk_error", "Oops, an unexpected error occurred")
-        )
+        return ClerkError(500, "internal_clerk_error", "Oops, an unexpected error occurred")
+    status = err.code or 500
+    code = _HTTP_CODES.get(status, "request_invalid" if status < 500 else "internal_error")
+    long_message = err.description or err.name
+    if status == 413:
+        long_message = f"The request body is larger than {max_body_bytes} bytes"
+    headers = {}
+    if status == 405 and getattr(err, "valid_methods", None):
+        headers["Allow"] = ", ".join(err.valid_methods)
+    return ClerkError(status, code, err.name, long_message, headers=headers)

@@ -26,7 +26,7 @@ from flask import Blueprint, Flask, current_app, jsonify, request
 
 from . import db
 from .auth import require_instance
-from .db_access import get_conn
+from .db import get_conn
 from .errors import ClerkError, body_invalid, invalid_param
 from .rate_limit import SCHEMA as rate_limit_schema
 from .rate_limit import RateLimit
@@ -313,10 +313,11 @@ def _server_start_id() -> str:
 def init_app(app: Flask) -> None:
     """Create the tables, apply the environment's rules once per server start, and register
     the request hook and the admin route."""
-    rate_limit = RateLimit.parse(app.config["MOCK_ISSUER_RATE_LIMIT"])
-    rules = rules_from_env(app.config["MOCK_ISSUER_FAULTS"], api_routes(app))
+    settings = app.extensions["settings"]
+    rate_limit = RateLimit.parse(settings.mock_issuer_rate_limit)
+    rules = rules_from_env(settings.mock_issuer_faults, api_routes(app))
     app.extensions["fault_rate_limit"] = rate_limit
-    conn = db.connect(app.config["MOCK_ISSUER_DB"])
+    conn = db.connect(settings.mock_issuer_db)
     start_id = _server_start_id()
     with db.write(conn):
         for statement in (*SCHEMA.split(";"), rate_limit_schema):

@@ -30,7 +30,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from . import db, usage
-from .dashboard_queries import CountKey, counts_between_ids, last_usage_id
+from .usage import CountKey, counts_between_ids, last_usage_id
 
 log = logging.getLogger("mock_issuer")
 
@@ -183,11 +183,12 @@ def init_metrics_db(path: str) -> None:
 
 def init_app(app: Flask) -> None:
     """Add `/metrics` and time every request into the shared latency histogram file."""
-    latency_path = metrics_db_path(app.config["MOCK_ISSUER_DB"])
+    db_path = app.extensions["settings"].mock_issuer_db
+    latency_path = metrics_db_path(db_path)
     init_metrics_db(latency_path)
     app.extensions["metrics_db"] = latency_path
     registry = CollectorRegistry(auto_describe=True)
-    registry.register(UsageCollector(app.config["MOCK_ISSUER_DB"]))
+    registry.register(UsageCollector(db_path))
     registry.register(LatencyCollector(latency_path))
 
     @app.before_request

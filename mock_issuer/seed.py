@@ -15,6 +15,7 @@ from typing import Any
 
 from . import db, ids, machines
 from .config import APP_DIR
+from .errors import ClerkError
 
 
 class SeedError(ValueError):
@@ -45,23 +46,25 @@ def load_seed(path: str) -> list[dict[str, Any]]:
 
 
 def _check_entry(file: Path, entry: Any) -> None:
-    if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
-        raise SeedError(f"{file}: every machine needs a 'name' string")
+    """Name and default_token_ttl pass the API's own validators; the self-scope rule is
+    applied by machines.insert_scopes when the seed is applied."""
+    if not isinstance(entry, dict):
+        raise SeedError(f"{file}: every machine must be an object with a 'name'")
+    try:
+        name = machines.validate_name(entry.get("name"))
+        entry["default_token_ttl"] = machines.validate_default_token_ttl(
+            entry.get("default_token_ttl", machines.DEFAULT_TOKEN_TTL)
+        )
+    except ClerkError as err:
+        raise SeedError(f"{file}: {err.long_message}") from None
     if "id" in entry and not ids.is_machine_id(entry["id"]):
         raise SeedError(f"{file}: machine id {entry['id']!r} is not mch_ + 27 characters")
     key = entry.get("secret_key")
     if key is not None and (not isinstance(key, str) or not key.startswith("ak_")):
-        raise SeedError(f"{file}: secret_key of {entry['name']!r} must start with ak_")
-    ttl = entry.get("default_token_ttl", machines.DEFAULT_TOKEN_TTL)
-    if isinstance(ttl, bool) or not isinstance(ttl, int) or not 1 <= ttl <= machines.MAX_TOKEN_TTL:
-        raise SeedError(f"{file}: default_token_ttl of {entry['name']!r} is out of range")
+        raise SeedError(f"{file}: secret_key of {name!r} must start with ak_")
     scoped = entry.get("scoped_machines", [])
     if not isinstance(scoped, list) or not all(isinstance(s, str) for s in scoped):
-        raise SeedError(f"{file}: scoped_machines of {entry['name']!r} must be a list of ids")
-    if entry["name"] in scoped or entry.get("id") in scoped:
-        raise SeedError(
-            f"{file}: {entry['name']!r} scopes itself: a machine needs no scope to itself"
-        )
+        raise SeedError(f"{file}: scoped_machines of {name!r} must be a list of ids")
 
 
 def apply_seed(conn: sqlite3.Connection, entries: list[dict[str, Any]]) -> list[str]:
@@ -75,7 +78,7 @@ def apply_seed(conn: sqlite3.Connection, entries: list[dict[str, Any]]) -> list[
             if existing is None:
                 machine_id = entry.get("id") or ids.new_machine_id()
                 key = entry.get("secret_key") or ids.new_machine_secret_key()
-                ttl = entry.get("default_token_ttl", machines.DEFAULT_TOKEN_TTL)
+                ttl = entry["default_token_ttl"]
                 try:
                     machines.insert_machine(conn, machine_id, entry["name"], key, ttl, now)
                 except sqlite3.IntegrityError as exc:
@@ -91,11 +94,13 @@ def apply_seed(conn: sqlite3.Connection, entries: list[dict[str, Any]]) -> list[
             if from_id not in created:
                 continue
             for target in entry.get("scoped_machines", []):
-                to_id = resolved.get(target) or (target if machines.machine_exists(conn, target)
-                                                 else None)  # fmt: skip
-                if to_id is None:
+                to_id = resolved.get(target)
+                if to_id is None and not machines.machine_exists(conn, target):
                     raise SeedError(f"seed machine {entry['name']!r} scopes unknown {target!r}")
-                machines.insert_scopes(conn, from_id, [to_id], now)
+                try:
+                    machines.insert_scopes(conn, from_id, [to_id or target], now)
+                except ClerkError as err:
+                    raise SeedError(f"seed machine {entry['name']!r}: {err.long_message}") from None
     return created
 
 

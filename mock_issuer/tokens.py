@@ -245,9 +245,18 @@ def _create_opaque(
         conn.execute(
             "INSERT INTO m2m_tokens (id, token_hash, subject, claims, scopes, expiration,"
             " created_at, updated_at, wrapped) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (token_id, token_hash, machine_id, claims_json, scopes_json, expiration, now, now,
-             wrapped),
-        )  # fmt: skip
+            (
+                token_id,
+                token_hash,
+                machine_id,
+                claims_json,
+                scopes_json,
+                expiration,
+                now,
+                now,
+                wrapped,
+            ),
+        )
         usage.record(conn, "create", "opaque", machine_id, ts=now)
     token = M2MToken(token_id, machine_id, claims, scopes, False, None, expiration, None, now, now)
     return CreatedToken(token, secret)

@@ -8,6 +8,7 @@ transaction as the operation they describe.
 from __future__ import annotations
 
 import sqlite3
+from collections import Counter
 from typing import Any
 
 from . import db
@@ -16,6 +17,8 @@ RANGES = {"hour": 3600, "day": 86_400, "30d": 30 * 86_400}
 DEFAULT_BUCKETS = {"hour": 60, "day": 3600, "30d": 86_400}
 MAX_BUCKETS = 2000
 FORMATS = ("opaque", "jwt")
+
+CountKey = tuple[str, str, str]  # (kind, format, outcome)
 
 
 def record(
@@ -115,3 +118,38 @@ def usage_report(
         "totals": totals,
         "machines": sorted(per_machine.values(), key=lambda m: m["machine_id"] or ""),
     }
+
+
+# ---- counts for the cost estimate and the Prometheus counters ----
+
+
+def counts_since(conn: sqlite3.Connection, since_ms: int = 0) -> Counter[CountKey]:
+    """How many usage records of each (kind, format, outcome) have `ts >= since_ms`."""
+    rows = conn.execute(
+        "SELECT kind, format, outcome, COUNT(*) FROM usage_events WHERE ts >= ?"
+        " GROUP BY kind, format, outcome",
+        (since_ms,),
+    ).fetchall()
+    return _counts(rows)
+
+
+def last_usage_id(conn: sqlite3.Connection) -> int:
+    """The id of the newest usage record (0 when there is none)."""
+    return conn.execute("SELECT COALESCE(MAX(id), 0) FROM usage_events").fetchone()[0]
+
+
+def counts_between_ids(conn: sqlite3.Connection, after_id: int, up_to_id: int) -> Counter[CountKey]:
+    """Counts of the records with after_id < id <= up_to_id: a range scan of the primary key,
+    so a scraper can add only what is new since its last look. Writers take SQLite's write
+    lock in turn, so ids become visible in increasing order and none is skipped."""
+    rows = conn.execute(
+        "SELECT kind, format, outcome, COUNT(*) FROM usage_events WHERE id > ? AND id <= ?"
+        " GROUP BY kind, format, outcome",
+        (after_id, up_to_id),
+    ).fetchall()
+    return _counts(rows)
+
+
+def _counts(rows: list[sqlite3.Row]) -> Counter[CountKey]:
+    """(kind, format, outcome, n) rows as a Counter; formats we do not chart are left out."""
+    return Counter({(r[0], r[1], r[2]): r[3] for r in rows if r[1] in FORMATS})

@@ -37,15 +37,12 @@ import requests  # noqa: E402
 
 from loadtest.issuer_client import IssuerClient  # noqa: E402
 from loadtest.stack import Server, Stack  # noqa: E402
+from mock_issuer.dashboard.pricing import CLERK_PRICES as PRICES  # noqa: E402
+from mock_issuer.dashboard.pricing import line_item  # noqa: E402
 from scripts.bench_apps import UNPROTECTED_PATH  # noqa: E402
 from scripts.bench_load import Sample, Target, closed_loop, measure, send  # noqa: E402
 from scripts.bench_verifier import bench_verifier  # noqa: E402
 
-# Clerk's published M2M pricing (see the wire contract); JWT verification is local and free.
-CREATION_PRICE = 0.001
-CREATION_FREE_PER_MONTH = 2_500
-OPAQUE_VERIFICATION_PRICE = 0.00001
-OPAQUE_VERIFICATIONS_FREE_PER_MONTH = 100_000
 UNPROTECTED = "unprotected handler (same app, no token check)"
 JWT_CHECKED = "JWT, signature checked every request (M2M_JWT_CACHE_SECONDS=0)"
 JWT_MEMO = "JWT, verified-token memo (default)"
@@ -243,10 +240,14 @@ def counted(stack: Stack, drive) -> tuple[int, int, Sample]:
 
 def price(creations: float, verifications: float) -> str:
     """Estimated price: as the month's only traffic (after the free tiers), and at list price."""
-    monthly = (max(0, creations - CREATION_FREE_PER_MONTH) * CREATION_PRICE
-               + max(0, verifications - OPAQUE_VERIFICATIONS_FREE_PER_MONTH)
-               * OPAQUE_VERIFICATION_PRICE)  # fmt: skip
-    listed = creations * CREATION_PRICE + verifications * OPAQUE_VERIFICATION_PRICE
+    items = (  # Clerk's list prices, as the issuer's dashboard bills; JWT verification is free
+        line_item("creations", round(creations), PRICES.free_creations, PRICES.creation),
+        line_item(
+            "verifications", round(verifications), PRICES.free_verifications, PRICES.verification
+        ),
+    )
+    monthly = sum(item.cost for item in items)
+    listed = sum(item.count * item.unit_price for item in items)
     return f"${monthly:,.2f} after free tiers; ${listed:,.2f} at list price"
 
 
@@ -349,9 +350,9 @@ def markdown(rows: list[Row], args, elapsed_s: float) -> str:
         "receiver; the memo and cached-opaque rows on a second, identical one with those caches "
         "on.",
         "",
-        f"Prices: ${CREATION_PRICE} per token creation after {CREATION_FREE_PER_MONTH:,} free a "
-        f"month, ${OPAQUE_VERIFICATION_PRICE:.5f} per opaque verification after "
-        f"{OPAQUE_VERIFICATIONS_FREE_PER_MONTH:,} free; JWT verification is local and free. "
+        f"Prices: ${PRICES.creation} per token creation after {PRICES.free_creations:,} free a "
+        f"month, ${PRICES.verification:.5f} per opaque verification after "
+        f"{PRICES.free_verifications:,} free; JWT verification is local and free. "
         "'After free tiers' treats the 10,000 sends as the month's only traffic. Opaque "
         "verifications are the issuer's own usage counters; the caller's receiver runs with "
         "both caches off.",

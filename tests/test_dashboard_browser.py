@@ -28,9 +28,15 @@ pytestmark = [pytest.mark.browser, pytest.mark.e2e]
 
 ARTIFACTS = REPO_ROOT / "test-artifacts" / "dashboard"
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]  # fmt: skip
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 DESKTOP = {"width": 1280, "height": 900}
 PHONE = {"width": 390, "height": 844}
 TIMEOUT = 10
@@ -47,8 +53,10 @@ def find_chromium() -> tuple[str | None, str]:
             return path, ""
     if explicit:
         return None, f"CHROMIUM_PATH={explicit!r} is not an executable file"
-    return None, ("no Chromium found (install Debian's `chromium` package, or set CHROMIUM_PATH "
-                  "to a Chromium binary)")  # fmt: skip
+    return None, (
+        "no Chromium found (install Debian's `chromium` package, or set CHROMIUM_PATH "
+        "to a Chromium binary)"
+    )
 
 
 CHROMIUM, WHY_NOT = find_chromium()
@@ -186,11 +194,17 @@ def test_dashboard_end_to_end_in_chromium(issuer_proc: RunningApp, browser) -> N
     assert f"Token {opaque[0]['id']} revoked." in page.locator(".flash.ok").inner_text()
     assert page.locator(f"#token-{opaque[0]['id']}").count() == 0  # only active ones listed
     shot(page, "05-token-revoked")
-    again = api(issuer_proc, "POST", "/m2m_tokens/verify", receiver_key,
-                json={"token": opaque[0]["token"]})  # fmt: skip
+    again = api(
+        issuer_proc, "POST", "/m2m_tokens/verify", receiver_key, json={"token": opaque[0]["token"]}
+    )
     assert again.status_code == 404
-    listed = api(issuer_proc, "GET", "/v1/m2m_tokens", TEST_SECRET_KEY,
-                 params={"subject": caller_id, "revoked": "true"}).json()  # fmt: skip
+    listed = api(
+        issuer_proc,
+        "GET",
+        "/v1/m2m_tokens",
+        TEST_SECRET_KEY,
+        params={"subject": caller_id, "revoked": "true"},
+    ).json()
     states = {t["id"]: (t["revoked"], t["revocation_reason"]) for t in listed["m2m_tokens"]}
     assert states[opaque[0]["id"]] == (True, "Revoked from the dashboard")
     assert states[opaque[1]["id"]] == (False, None)

@@ -5,7 +5,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from mock_issuer.charts import (
+from mock_issuer.dashboard.charts import (
     BarChart,
     Series,
     label_stride,
@@ -37,8 +37,10 @@ def parse(markup) -> ET.Element:
     return ET.fromstring(str(markup))  # noqa: S314 (our own output, not untrusted input)
 
 
-@pytest.mark.parametrize(("raw", "step"), [(0.3, 1), (1, 1), (1.2, 2), (3, 5), (7, 10), (26, 50),
-                                           (250, 500), (1001, 2000)])  # fmt: skip
+@pytest.mark.parametrize(
+    ("raw", "step"),
+    [(0.3, 1), (1, 1), (1.2, 2), (3, 5), (7, 10), (26, 50), (250, 500), (1001, 2000)],
+)
 def test_nice_step_rounds_up_to_1_2_5(raw, step):
     assert nice_step(raw) == step
 
@@ -71,8 +73,13 @@ def test_bars_stack_and_their_heights_are_proportional_to_the_counts():
     bars = [r for r in svg.iter(f"{SVG}rect") if r.find(f"{SVG}title") is not None]
     titles = [r.find(f"{SVG}title").text for r in bars]
     # Zero-height bars are not drawn.
-    assert titles == ["10:00: opaque 1", "10:00: jwt 2", "12:00: opaque 4", "12:00: jwt 1",
-                      "12:00: failed 3"]  # fmt: skip
+    assert titles == [
+        "10:00: opaque 1",
+        "10:00: jwt 2",
+        "12:00: opaque 4",
+        "12:00: jwt 1",
+        "12:00: failed 3",
+    ]
     heights = [float(r.get("height")) for r in bars]
     assert heights[2] == pytest.approx(4 * heights[0], rel=0.02)
     # The 12:00 column stacks: each layer starts where the one below ends.

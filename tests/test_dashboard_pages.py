@@ -18,8 +18,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from mock_issuer import db, machines, metrics
-from mock_issuer.dashboard_auth import SESSION_MAX_AGE_SECONDS
-from mock_issuer.pricing import days_in_month, format_usd
+from mock_issuer.dashboard.auth import SESSION_MAX_AGE_SECONDS
+from mock_issuer.dashboard.pricing import days_in_month, format_usd
 from tests.conftest import CALLER, OUTSIDER, RECEIVER, TEST_SECRET_KEY, make_issuer_app
 
 SK = {"Authorization": f"Bearer {TEST_SECRET_KEY}"}
@@ -34,10 +34,10 @@ def make_app(workdir: Path, **config: object) -> Flask:
 def module_app(tmp_path_factory) -> Iterator[tuple[Flask, Path]]:
     """One issuer app for the module and a snapshot of its freshly seeded database."""
     app = make_app(tmp_path_factory.mktemp("dashboard-pages"))
-    db.connect(app.config["MOCK_ISSUER_DB"]).execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.connect(app.extensions["settings"].mock_issuer_db).execute("PRAGMA wal_checkpoint(TRUNCATE)")
     db.close_thread_connections()
-    snapshot = Path(app.config["MOCK_ISSUER_DB"]).with_suffix(".snapshot")
-    shutil.copyfile(app.config["MOCK_ISSUER_DB"], snapshot)
+    snapshot = Path(app.extensions["settings"].mock_issuer_db).with_suffix(".snapshot")
+    shutil.copyfile(app.extensions["settings"].mock_issuer_db, snapshot)
     yield app, snapshot
     db.close_thread_connections()
 
@@ -48,7 +48,7 @@ def app(module_app) -> Flask:
     the three seed machines and no tokens (building a fresh app per test costs ~0.3 s)."""
     app, snapshot = module_app
     db.close_thread_connections()
-    path = Path(app.config["MOCK_ISSUER_DB"])
+    path = Path(app.extensions["settings"].mock_issuer_db)
     for leftover in (Path(f"{path}-wal"), Path(f"{path}-shm")):
         leftover.unlink(missing_ok=True)
     shutil.copyfile(snapshot, path)
@@ -131,9 +131,12 @@ def test_sign_in_page_remembers_where_the_visitor_was_going(anon):
     assert resp.location == "/dashboard/sign-in?next=/dashboard/machines?query%3Dcal"
     resp = anon.post(
         "/dashboard/sign-in",
-        data={"secret_key": TEST_SECRET_KEY, "csrf_token": csrf(anon),
-              "next": "/dashboard/machines?query=cal"},
-    )  # fmt: skip
+        data={
+            "secret_key": TEST_SECRET_KEY,
+            "csrf_token": csrf(anon),
+            "next": "/dashboard/machines?query=cal",
+        },
+    )
     assert resp.status_code == 303 and resp.location == "/dashboard/machines?query=cal"
 
 
@@ -773,8 +776,16 @@ def test_metrics_count_only_successful_creations_and_say_so(anon):
     mint(anon)
     text = anon.get("/metrics").text
     assert metric(text, "mock_issuer_token_creations_total", format="opaque") == 1
-    assert metric(text, "mock_issuer_request_duration_seconds_count", method="POST",
-                  route="/v1/m2m_tokens", status="422") == 1  # fmt: skip
+    assert (
+        metric(
+            text,
+            "mock_issuer_request_duration_seconds_count",
+            method="POST",
+            route="/v1/m2m_tokens",
+            status="422",
+        )
+        == 1
+    )
     help_line = re.search(r"^# HELP mock_issuer_token_creations_total (.*)$", text, re.M).group(1)
     assert "Counted only when minting succeeds" in help_line
 
@@ -785,8 +796,13 @@ def test_metrics_record_request_latency_by_route_pattern(anon):
         assert CALLER.id not in text  # the route pattern, never the requested ids
         if "/v1/machines/<machine_id>" not in text:
             return 0
-        return metric(text, "mock_issuer_request_duration_seconds_count", method="GET",
-                      route="/v1/machines/<machine_id>", status="200")  # fmt: skip
+        return metric(
+            text,
+            "mock_issuer_request_duration_seconds_count",
+            method="GET",
+            route="/v1/machines/<machine_id>",
+            status="200",
+        )
 
     before = count()
     anon.get(f"/v1/machines/{CALLER.id}", headers=SK)
@@ -825,7 +841,7 @@ def test_latency_histogram_is_cumulative_with_every_request_in_plus_inf(app):
 
 
 def test_recording_latency_never_writes_the_issuers_own_database(app, anon):
-    issuer_db = db.connect(app.config["MOCK_ISSUER_DB"])
+    issuer_db = db.connect(app.extensions["settings"].mock_issuer_db)
     before = issuer_db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0]
     anon.get("/v1/machines", headers={"Authorization": "Bearer sk_test_wrong"})  # rejected
     anon.get("/healthz")
@@ -835,7 +851,10 @@ def test_recording_latency_never_writes_the_issuers_own_database(app, anon):
         "SELECT SUM(count) FROM request_latency"
     )
     assert recorded.fetchone()[0] == 2
-    assert app.extensions["metrics_db"] == app.config["MOCK_ISSUER_DB"][:-3] + ".metrics.db"
+    assert (
+        app.extensions["metrics_db"]
+        == app.extensions["settings"].mock_issuer_db[:-3] + ".metrics.db"
+    )
 
 
 def test_a_latency_the_database_refuses_is_logged_and_never_fails_the_request(caplog):

@@ -1,6 +1,6 @@
 """Usage reports (the `usage.usage_report` shape) turned into chart series and tables."""
 
-from mock_issuer.usage_view import (
+from mock_issuer.dashboard.usage_view import (
     RANGES,
     UNKNOWN_MACHINE,
     by_format,
@@ -15,12 +15,18 @@ START = 1_780_000_200_000  # a multiple of 5 minutes
 
 def counts(create_opaque=0, create_jwt=0, ok=0, failed=0) -> dict:
     return {
-        "creations": {"opaque": create_opaque, "jwt": create_jwt,
-                      "total": create_opaque + create_jwt},
+        "creations": {
+            "opaque": create_opaque,
+            "jwt": create_jwt,
+            "total": create_opaque + create_jwt,
+        },
         "reuses": {"opaque": 0, "total": 0},
-        "verifications": {"opaque": {"ok": ok, "failed": failed}, "jwt": {"ok": 0, "failed": 0},
-                          "total": ok + failed},
-    }  # fmt: skip
+        "verifications": {
+            "opaque": {"ok": ok, "failed": failed},
+            "jwt": {"ok": 0, "failed": 0},
+            "total": ok + failed,
+        },
+    }
 
 
 def report(per_bucket: list[dict], machines: list[tuple[str | None, dict]], machine_id=None):
@@ -59,8 +65,10 @@ def test_machine_split_charts_the_busiest_and_adds_up_the_rest():
     whole = report([counts(create_opaque=28, failed=2)], machines)
     top = top_machine_ids(whole, limit=2)
     assert top == ["mch_7", "mch_6"]
-    per_machine = [report([counts(create_opaque=7)], [], "mch_7"),
-                   report([counts(create_opaque=6)], [], "mch_6")]  # fmt: skip
+    per_machine = [
+        report([counts(create_opaque=7)], [], "mch_7"),
+        report([counts(create_opaque=6)], [], "mch_6"),
+    ]
     charts = by_machine(whole, per_machine, {"mch_7": "seven"}, HOUR)
     assert [(s.name, s.values) for s in charts.creations.series] == [
         ("seven", (7,)),

@@ -242,7 +242,9 @@ class IssuerUnderTest:
 
     def __init__(self, app: Flask) -> None:
         self.client = app.test_client()
-        self.db = sqlite3.connect(f"file:{app.config['MOCK_ISSUER_DB']}?mode=ro", uri=True)
+        self.db = sqlite3.connect(
+            f"file:{app.extensions['settings'].mock_issuer_db}?mode=ro", uri=True
+        )
         self.target = ""
 
     def ensure_target(self) -> str:

@@ -76,7 +76,7 @@ def test_claims_deeper_than_the_limit_are_refused_before_anything_is_stored(
         claims = {"a": nested(tokens.MAX_CLAIMS_DEPTH, as_list=True)}  # JWT claims: an object
     else:
         claims = nested(tokens.MAX_CLAIMS_DEPTH + 1, as_list)
-    conn = db.connect(app.config["MOCK_ISSUER_DB"])
+    conn = db.connect(app.extensions["settings"].mock_issuer_db)
     before = conn.execute("SELECT COUNT(*) FROM m2m_tokens").fetchone()[0]
     resp = anon.post(
         "/v1/m2m_tokens", json={"token_format": token_format, "claims": claims}, headers=AK

@@ -11,7 +11,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from mock_issuer import create_app, db, tokens
+from mock_issuer import db, tokens
 from tests.conftest import CALLER, OUTSIDER, RECEIVER, TEST_SECRET_KEY, make_issuer_app
 
 ISSUER_URL = "http://127.0.0.1:8799"
@@ -70,9 +70,19 @@ def assert_clerk_error(resp, status: int, code: str) -> dict:
 
 
 TOKEN_KEYS = {
-    "object", "id", "subject", "claims", "scopes", "revoked", "revocation_reason", "expired",
-    "expiration", "last_used_at", "created_at", "updated_at",
-}  # fmt: skip
+    "object",
+    "id",
+    "subject",
+    "claims",
+    "scopes",
+    "revoked",
+    "revocation_reason",
+    "expired",
+    "expiration",
+    "last_used_at",
+    "created_at",
+    "updated_at",
+}
 
 
 # ---- creating tokens ----
@@ -222,7 +232,7 @@ def test_opaque_tokens_are_stored_as_a_hash_and_an_encrypted_copy_never_in_clear
     reusable = mint(client, key, min_remaining_ttl_seconds=10)
     assert reusable["id"] == plain["id"]  # like Clerk: reused though minted without it
     other = mint(client, key, claims={"a": 1})
-    conn = db.connect(app.config["MOCK_ISSUER_DB"])
+    conn = db.connect(app.extensions["settings"].mock_issuer_db)
     rows = {
         row["id"]: row
         for row in conn.execute(
@@ -263,7 +273,7 @@ def _database_alone_unwrap(db_path: str, token_id: str) -> str | None:
 def test_reusable_token_copy_cannot_be_decrypted_from_the_database_alone(app, client):
     machine = new_machine(client, "wrapped-copy", scoped_machines=[RECEIVER.id])
     token = mint(client, machine["secret_key"], min_remaining_ttl_seconds=10)
-    db_path = app.config["MOCK_ISSUER_DB"]
+    db_path = app.extensions["settings"].mock_issuer_db
     assert _database_alone_unwrap(db_path, token["id"]) is None
     wrapped = (
         db.connect(db_path)
@@ -283,7 +293,7 @@ def test_changing_the_instance_secret_key_ends_reuse_of_earlier_tokens(tmp_path)
     first_app = make_app(tmp_path)
     first = mint(first_app.test_client(), min_remaining_ttl_seconds=10)
     other_key = "sk_test_" + "7" * 32
-    second_app = create_app({**first_app.config, "CLERK_SECRET_KEY": other_key})
+    second_app = make_app(tmp_path, CLERK_SECRET_KEY=other_key)  # the same database
     resp = second_app.test_client().post(
         "/v1/m2m_tokens", json={"min_remaining_ttl_seconds": 10}, headers=bearer(CALLER.secret_key)
     )
@@ -294,7 +304,7 @@ def test_changing_the_instance_secret_key_ends_reuse_of_earlier_tokens(tmp_path)
 def test_reuse_lookup_reads_the_partial_index_not_every_token_of_the_machine(app):
     plan = " ".join(
         row[3]
-        for row in db.connect(app.config["MOCK_ISSUER_DB"]).execute(
+        for row in db.connect(app.extensions["settings"].mock_issuer_db).execute(
             "EXPLAIN QUERY PLAN SELECT * FROM m2m_tokens WHERE subject = ? AND revoked = 0"
             " AND expiration > ? AND claims = ? AND scopes = ? AND wrapped IS NOT NULL"
             " ORDER BY expiration DESC LIMIT 5",
@@ -409,9 +419,12 @@ def test_verify_body_errors_name_the_problem(client):
 # ---- listing and revoking ----
 
 
-def test_list_is_newest_first_with_paging_and_floats(client):
+def test_list_is_newest_first_with_paging_and_floats(client, monkeypatch):
     machine = new_machine(client, "lister", scoped_machines=[RECEIVER.id])
-    ids = [mint(client, machine["secret_key"])["id"] for _ in range(3)]
+    ids = []
+    for _ in range(3):  # a millisecond apart: in one millisecond the random id breaks the tie
+        advance_clock(monkeypatch, 0.001)
+        ids.append(mint(client, machine["secret_key"])["id"])
     resp = client.get(
         f"/v1/m2m_tokens?subject={machine['id']}&limit=2.0&offset=0.0&revoked=false&expired=false",
         headers=SK,

@@ -175,7 +175,7 @@ def test_jwks_objects_carry_what_verifiers_need(client):
 
 def test_cli_rotate_signing_key_command(tmp_path):
     app = make_app(tmp_path)
-    conn = db.connect(app.config["MOCK_ISSUER_DB"])
+    conn = db.connect(app.extensions["settings"].mock_issuer_db)
     before = signing_keys.active_signing_key(conn).kid
     result = app.test_cli_runner().invoke(args=["rotate-signing-key"])
     assert result.exit_code == 0, result.output

@@ -3,12 +3,13 @@ often pruning runs (test client; the issuer's clock is moved instead of sleeping
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 
 import pytest
 
-from mock_issuer import config as config_module
 from mock_issuer import create_app, db, retention
+from mock_issuer.config import ConfigError, load_settings
 from tests.conftest import CALLER, RECEIVER, TEST_SECRET_KEY
 from tests.test_issuer_api import SK, advance_clock, assert_clerk_error, make_app, mint, verify
 
@@ -24,12 +25,13 @@ def app(tmp_path_factory):
 @pytest.fixture
 def short_retention(app, monkeypatch):
     """Two seconds of retention, and a process that has not pruned yet."""
-    monkeypatch.setitem(app.config, "MOCK_ISSUER_RETENTION_DAYS", 2 / 86_400)
+    short = dataclasses.replace(app.extensions["settings"], mock_issuer_retention_days=2 / 86_400)
+    monkeypatch.setitem(app.extensions, "settings", short)
     monkeypatch.setattr(retention, "_last_run", {})
 
 
 def conn_of(app) -> sqlite3.Connection:
-    return db.connect(app.config["MOCK_ISSUER_DB"])
+    return db.connect(app.extensions["settings"].mock_issuer_db)
 
 
 def ids_in(conn: sqlite3.Connection, table: str) -> set[str]:
@@ -120,11 +122,12 @@ def test_bad_retention_setting_fails_start_naming_the_variable(tmp_path, value):
         "MOCK_ISSUER_DB": str(tmp_path / "issuer.db"),
         "MOCK_ISSUER_RETENTION_DAYS": value,
     }
-    with pytest.raises(RuntimeError, match="MOCK_ISSUER_RETENTION_DAYS"):
+    with pytest.raises(ConfigError, match="MOCK_ISSUER_RETENTION_DAYS"):
         create_app(config)
     assert not (tmp_path / "issuer.db").exists()  # refused before touching storage
 
 
 def test_retention_is_30_days_unless_set(app):
-    assert app.config["MOCK_ISSUER_RETENTION_DAYS"] == config_module.DEFAULT_RETENTION_DAYS == 30
-    assert config_module.retention_days("7.5") == 7.5
+    assert app.extensions["settings"].mock_issuer_retention_days == 30
+    env = {"CLERK_SECRET_KEY": TEST_SECRET_KEY, "MOCK_ISSUER_RETENTION_DAYS": "7.5"}
+    assert load_settings(env).mock_issuer_retention_days == 7.5

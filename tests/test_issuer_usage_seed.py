@@ -10,6 +10,7 @@ import pytest
 from flask.testing import FlaskClient
 
 from mock_issuer import create_app, db, usage
+from mock_issuer.config import ConfigError
 from tests.conftest import CALLER, OUTSIDER, TEST_SECRET_KEY
 from tests.test_issuer_api import SK, assert_clerk_error, bearer, make_app, mint, verify
 
@@ -117,10 +118,14 @@ def test_seed_is_idempotent_and_keeps_keys_rotated_since(tmp_path):
         tmp_path / "seed.json",
         [
             {"name": "by-name", "scoped_machines": ["fixed"]},
-            {"id": "mch_fixedid000000000000000000000"[:31], "name": "fixed",
-             "secret_key": "ak_fixed" + "9" * 24, "default_token_ttl": 60},
+            {
+                "id": "mch_fixedid000000000000000000000"[:31],
+                "name": "fixed",
+                "secret_key": "ak_fixed" + "9" * 24,
+                "default_token_ttl": 60,
+            },
         ],
-    )  # fmt: skip
+    )
     client = create_app(issuer_config(tmp_path, seed)).test_client()
     listed = client.get("/v1/machines?order_by=name", headers=SK).json
     assert [m["name"] for m in listed["data"]] == ["by-name", "fixed"]
@@ -167,7 +172,7 @@ def test_missing_seed_file_fails_start(tmp_path):
 def test_missing_instance_key_fails_start(tmp_path, monkeypatch):
     monkeypatch.delenv("CLERK_SECRET_KEY", raising=False)
     monkeypatch.setenv("M2M_SKIP_DOTENV", "1")
-    with pytest.raises(RuntimeError, match="CLERK_SECRET_KEY"):
+    with pytest.raises(ConfigError, match="CLERK_SECRET_KEY"):
         create_app({"MOCK_ISSUER_DB": str(tmp_path / "x.db")})
 
 
@@ -183,7 +188,7 @@ def test_env_example_and_demo_seed_work_as_shipped(tmp_path, monkeypatch):
     monkeypatch.setenv("M2M_SKIP_DOTENV", "1")
     monkeypatch.chdir(tmp_path)  # the seed path must resolve from anywhere
     app = create_app()
-    assert app.config["MOCK_ISSUER_URL"] == "http://127.0.0.1:8780"
+    assert app.extensions["settings"].mock_issuer_url == "http://127.0.0.1:8780"
     demo = json.loads((REPO / "mock_issuer" / "demo_seed.json").read_text())["machines"]
     caller, receiver = demo[0], demo[1]
     client = app.test_client()
@@ -195,17 +200,26 @@ def test_env_example_and_demo_seed_work_as_shipped(tmp_path, monkeypatch):
     db.close_thread_connections()
 
 
-def test_dotenv_file_is_loaded_unless_skipped(tmp_path, monkeypatch):
-    from mock_issuer import config
+def test_settings_come_from_dotenv_then_environment_then_config_and_never_touch_os_environ(
+    tmp_path, monkeypatch
+):
+    import mock_issuer
 
-    env_file = tmp_path / ".env"
-    env_file.write_text("CLERK_SECRET_KEY=sk_test_fromdotenv\n")
-    monkeypatch.setattr(config, "APP_DIR", tmp_path)
-    monkeypatch.delenv("CLERK_SECRET_KEY", raising=False)
+    (tmp_path / ".env").write_text(
+        "MOCK_ISSUER_URL=http://127.0.0.1:9001\nMOCK_ISSUER_SEED=absent.json\n"
+        "MOCK_ISSUER_RETENTION_DAYS=5\n"
+    )
+    monkeypatch.setattr(mock_issuer, "APP_DIR", tmp_path)
+    for name in ("M2M_SKIP_DOTENV", "MOCK_ISSUER_URL", "MOCK_ISSUER_SEED"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MOCK_ISSUER_RETENTION_DAYS", "7")
+    before = dict(os.environ)
+    config = {**issuer_config(tmp_path, ""), "MOCK_ISSUER_SEED": ""}
+    settings = create_app(config).extensions["settings"]
+    assert settings.mock_issuer_url == "http://127.0.0.1:9001"  # from .env
+    assert settings.mock_issuer_retention_days == 7  # the environment wins over .env
+    assert settings.mock_issuer_seed == ""  # config wins over both
+    assert dict(os.environ) == before
     monkeypatch.setenv("M2M_SKIP_DOTENV", "1")
-    config.load_env()
-    assert "CLERK_SECRET_KEY" not in os.environ
-    monkeypatch.delenv("M2M_SKIP_DOTENV")
-    config.load_env()
-    assert os.environ["CLERK_SECRET_KEY"] == "sk_test_fromdotenv"
-    monkeypatch.delenv("CLERK_SECRET_KEY")
+    assert create_app(config).extensions["settings"].mock_issuer_url == "http://127.0.0.1:8780"
+    db.close_thread_connections()

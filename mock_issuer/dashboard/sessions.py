@@ -14,7 +14,7 @@ import hmac
 import secrets
 import sqlite3
 
-from . import db
+from .. import db
 
 GENERATION_KEY = "dashboard_session_generation"  # its row in the `meta` table
 STAMP_LABEL = b"mock-issuer dashboard session generation v1\x00"

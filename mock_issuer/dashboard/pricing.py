@@ -1,21 +1,19 @@
 """Estimated monthly cost of M2M usage at Clerk's list prices, with the monthly free tiers applied.
 
-Prices are settings (environment variables) because Clerk has quoted more than one verification
-price; the defaults are the ones in the wire reference. Money is Decimal, never float.
+Prices are settings (environment variables, see config.py) because Clerk has quoted more than one
+verification price; the defaults are the ones in the wire reference. Money is Decimal, never float.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
-# (setting name, default) for each price knob; read from app config first, then the environment.
-PRICE_CREATION = ("MOCK_ISSUER_PRICE_CREATION", "0.001")
-PRICE_VERIFICATION = ("MOCK_ISSUER_PRICE_VERIFICATION", "0.00001")
-FREE_CREATIONS = ("MOCK_ISSUER_FREE_CREATIONS", "2500")
-FREE_VERIFICATIONS = ("MOCK_ISSUER_FREE_VERIFICATIONS", "100000")
+from ..config import DEFAULTS, Settings
+from ..usage import CountKey
+
 PROJECTION_WINDOW_DAYS = 30
 
 
@@ -23,20 +21,23 @@ PROJECTION_WINDOW_DAYS = 30
 class Prices:
     """Price per token creation and per opaque verification (USD) and the monthly free counts."""
 
-    creation: Decimal = Decimal(PRICE_CREATION[1])
-    verification: Decimal = Decimal(PRICE_VERIFICATION[1])
-    free_creations: int = int(FREE_CREATIONS[1])
-    free_verifications: int = int(FREE_VERIFICATIONS[1])
+    creation: Decimal
+    verification: Decimal
+    free_creations: int
+    free_verifications: int
 
     @classmethod
-    def from_settings(cls, settings: Mapping[str, object]) -> Prices:
-        """Read the four knobs; a malformed or negative value raises ValueError naming it."""
+    def of(cls, settings: Settings) -> Prices:
+        """The prices an issuer's settings name (MOCK_ISSUER_PRICE_*, MOCK_ISSUER_FREE_*)."""
         return cls(
-            creation=_decimal_setting(settings, *PRICE_CREATION),
-            verification=_decimal_setting(settings, *PRICE_VERIFICATION),
-            free_creations=_count_setting(settings, *FREE_CREATIONS),
-            free_verifications=_count_setting(settings, *FREE_VERIFICATIONS),
+            creation=settings.mock_issuer_price_creation,
+            verification=settings.mock_issuer_price_verification,
+            free_creations=settings.mock_issuer_free_creations,
+            free_verifications=settings.mock_issuer_free_verifications,
         )
+
+
+CLERK_PRICES = Prices.of(DEFAULTS)  # Clerk's list prices: the settings' defaults
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,16 @@ class CostEstimate:
     @property
     def projected_total(self) -> Decimal:
         return sum((item.cost for item in self.projected), Decimal(0))
+
+
+def billable_counts(counts: Counter[CountKey]) -> tuple[int, int]:
+    """(token creations, opaque verifications): what Clerk bills. Verifications count whatever
+    their outcome; reuses of an existing token are not creations; JWT verifications are free."""
+    creations = sum(n for (kind, _, _), n in counts.items() if kind == "create")
+    opaque_verifications = sum(
+        n for (kind, fmt, _), n in counts.items() if kind == "verify" and fmt == "opaque"
+    )
+    return creations, opaque_verifications
 
 
 def line_item(label: str, count: int, free_tier: int, unit_price: Decimal) -> LineItem:
@@ -130,30 +141,3 @@ def format_usd(amount: Decimal) -> str:
     if amount == 0 or abs(amount) >= Decimal("0.01"):
         return f"${amount.quantize(Decimal('0.01')):,}"
     return f"${amount.normalize():f}"
-
-
-def _raw(settings: Mapping[str, object], name: str, default: str) -> str:
-    value = settings.get(name)
-    return default if value is None or str(value).strip() == "" else str(value).strip()
-
-
-def _decimal_setting(settings: Mapping[str, object], name: str, default: str) -> Decimal:
-    raw = _raw(settings, name, default)
-    try:
-        value = Decimal(raw)
-    except InvalidOperation:
-        raise ValueError(f"{name} must be a price in USD such as {default}, got {raw!r}") from None
-    if not value.is_finite() or value < 0:
-        raise ValueError(f"{name} must be a price of 0 or more in USD, got {raw!r}")
-    return value
-
-
-def _count_setting(settings: Mapping[str, object], name: str, default: str) -> int:
-    raw = _raw(settings, name, default)
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValueError(f"{name} must be a whole number such as {default}, got {raw!r}") from None
-    if value < 0:
-        raise ValueError(f"{name} must be 0 or more, got {raw!r}")
-    return value

@@ -52,8 +52,9 @@ class BarChart:
     def __post_init__(self) -> None:
         for s in self.series:
             if len(s.values) != len(self.labels):
-                raise ValueError(f"series {s.name!r} has {len(s.values)} values for "
-                                 f"{len(self.labels)} buckets")  # fmt: skip
+                raise ValueError(
+                    f"series {s.name!r} has {len(s.values)} values for {len(self.labels)} buckets"
+                )
 
     @property
     def bucket_totals(self) -> tuple[int, ...]:

@@ -8,7 +8,6 @@ dashboard can do nothing the API would refuse.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -17,24 +16,30 @@ from flask import (
     Blueprint,
     Flask,
     abort,
-    current_app,
     flash,
     redirect,
     render_template,
     request,
     url_for,
 )
-from werkzeug.exceptions import HTTPException, InternalServerError
 from werkzeug.wrappers import Response
 
-from . import dashboard_auth as auth
-from . import db, machines, sign_in_throttle, tokens, usage
+from .. import db, machines, tokens, usage
+from ..config import Settings, current_settings
+from ..db import get_conn
+from ..errors import ClerkError, invalid_param
+from ..requests_util import as_int, as_str
+from ..usage import counts_since
+from . import auth, throttle
 from .charts import render_stacked_bars
-from .dashboard_queries import billable_counts, counts_since
-from .db_access import get_conn
-from .errors import ClerkError, invalid_param
-from .pricing import PROJECTION_WINDOW_DAYS, Prices, estimate, format_usd, month_bounds
-from .requests_util import as_int, as_str
+from .pricing import (
+    PROJECTION_WINDOW_DAYS,
+    Prices,
+    billable_counts,
+    estimate,
+    format_usd,
+    month_bounds,
+)
 from .usage_view import (
     RANGES,
     SPLITS,
@@ -77,51 +82,20 @@ SECURITY_HEADERS = {
 
 
 def init_app(app: Flask) -> None:
-    """Register the dashboard: cookie signing key and flags, price settings, the blueprint."""
+    """Register the dashboard: cookie signing key and flags, the blueprint."""
+    settings: Settings = app.extensions["settings"]
     if not app.config.get("SECRET_KEY"):
-        override = app.config.get("MOCK_ISSUER_SESSION_SECRET") or os.environ.get(
-            "MOCK_ISSUER_SESSION_SECRET"
+        app.config["SECRET_KEY"] = auth.session_secret(
+            settings.clerk_secret_key, settings.mock_issuer_session_secret
         )
-        app.config["SECRET_KEY"] = auth.session_secret(app.config["CLERK_SECRET_KEY"], override)
     app.config.update(
         SESSION_COOKIE_NAME="mock_issuer_dashboard",
         SESSION_COOKIE_PATH="/dashboard",
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
-        SESSION_COOKIE_SECURE=app.config["MOCK_ISSUER_URL"].startswith("https://"),
+        SESSION_COOKIE_SECURE=settings.mock_issuer_url.startswith("https://"),
     )
-    settings = {**os.environ, **{k: v for k, v in app.config.items() if isinstance(v, str)}}
-    app.extensions["dashboard_prices"] = Prices.from_settings(settings)
     app.register_blueprint(bp)
-    _html_errors_under_dashboard(app)
-
-
-def _html_errors_under_dashboard(app: Flask) -> None:
-    """Errors that never reach the blueprint's handlers (unknown /dashboard paths and wrong
-    methods fail in routing; a crash falls through to the app) get an HTML page on /dashboard
-    paths; every other path keeps the API's JSON envelope handlers, looked up here, after
-    `errors.register_error_handlers` has registered them, and called for those paths."""
-    api_handlers = dict(app.error_handler_spec[None][None])
-    api_http_error = api_handlers.get(HTTPException)
-    api_crash = api_handlers.get(Exception)
-
-    @app.errorhandler(HTTPException)
-    def _http(err: HTTPException) -> Any:
-        if _is_dashboard_path():
-            return _security_headers(_http_error(err))  # outside the blueprint's after_request
-        return api_http_error(err) if api_http_error else err
-
-    @app.errorhandler(Exception)
-    def _crash(err: Exception) -> Any:
-        if _is_dashboard_path():
-            log.exception("unexpected error on a dashboard page")
-            page = _error_page(500, "Internal Server Error", "Something went wrong: try again.")
-            return _security_headers(page)
-        return api_crash(err) if api_crash else InternalServerError()
-
-
-def _is_dashboard_path() -> bool:
-    return request.path == bp.url_prefix or request.path.startswith(f"{bp.url_prefix}/")
 
 
 # ---- request guards, headers, errors, template helpers ----
@@ -146,25 +120,18 @@ def _security_headers(response: Response) -> Response:
     return response
 
 
-def _error_page(code: int, name: str, description: str) -> Response:
-    """The dashboard's HTML error page (template helpers passed explicitly: a routing error
-    happens outside the blueprint, without its context processor)."""
-    html = render_template("dashboard/error.html", code=code, name=name, description=description,
-                           **_template_helpers())  # fmt: skip
-    return Response(html, status=code, mimetype="text/html")
-
-
-@bp.errorhandler(HTTPException)
-def _http_error(err: HTTPException) -> Response:
-    page = _error_page(err.code or 500, err.name, err.description or err.name)
-    if err.code == 405 and getattr(err, "valid_methods", None):
-        page.headers["Allow"] = ", ".join(err.valid_methods)
-    return page
-
-
-@bp.errorhandler(ClerkError)
-def _clerk_error(err: ClerkError) -> Response:
-    return _error_page(err.status, err.message, err.long_message)
+def error_page(code: int, name: str, description: str) -> Response:
+    """The dashboard's HTML error page, with its security headers (errors.py answers every error
+    under /dashboard with it; a routing error happens outside the blueprint, so the template
+    helpers are passed explicitly and the blueprint's after_request may not run)."""
+    html = render_template(
+        "dashboard/error.html",
+        code=code,
+        name=name,
+        description=description,
+        **_template_helpers(),
+    )
+    return _security_headers(Response(html, status=code, mimetype="text/html"))
 
 
 @bp.context_processor
@@ -230,17 +197,17 @@ def sign_in() -> Any:
             return redirect(target)
         return render_template("dashboard/sign_in.html", next=target, error=None)
     client = request.remote_addr or "unknown"
-    wait = sign_in_throttle.retry_after(get_conn(), client)
+    wait = throttle.retry_after(get_conn(), client)
     if wait is not None:
         error = f"Too many wrong keys from your address: try again in {wait} s."
         page = render_template("dashboard/sign_in.html", next=target, error=error)
         return page, 429, {"Retry-After": str(wait)}
     submitted = request.form.get("secret_key", "")
-    if auth.secret_key_matches(submitted, current_app.config["CLERK_SECRET_KEY"]):
-        sign_in_throttle.forget(get_conn(), client)
+    if auth.secret_key_matches(submitted, current_settings().clerk_secret_key):
+        throttle.forget(get_conn(), client)
         auth.sign_in()
         return redirect(target, 303)
-    sign_in_throttle.record_failure(get_conn(), client)
+    throttle.record_failure(get_conn(), client)
     log.warning("dashboard sign-in refused from %s: wrong instance secret key", request.remote_addr)
     error = "That is not this issuer's instance secret key."
     return render_template("dashboard/sign_in.html", next=target, error=error), 401
@@ -283,7 +250,7 @@ def usage_page() -> Any:
     month_start = int(month_bounds(now_dt)[0].timestamp() * 1000)
     month_to_date = billable_counts(counts_since(conn, month_start))
     trailing = billable_counts(counts_since(conn, now - PROJECTION_WINDOW_DAYS * 86_400_000))
-    prices: Prices = current_app.extensions["dashboard_prices"]
+    prices = Prices.of(current_settings())
     return render_template(
         "dashboard/usage.html",
         nav="usage",
@@ -418,8 +385,9 @@ def rotate_secret_key(machine_id: str) -> Any:
         flash(err.long_message, "error")
         return _back_to_machine(machine_id)
     if previous_ttl:
-        flash(f"Secret key rotated. The previous key keeps working for {previous_ttl} seconds.",
-              "ok")  # fmt: skip
+        flash(
+            f"Secret key rotated. The previous key keeps working for {previous_ttl} seconds.", "ok"
+        )
     else:
         flash("Secret key rotated. The previous key stopped working at once.", "ok")
     auth.stash_revealed(machine_id, "New secret key", secret)

@@ -22,8 +22,9 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from flask import abort, current_app, request, session
 
-from . import dashboard_sessions as sessions
-from .db_access import get_conn
+from ..config import current_settings
+from ..db import get_conn
+from . import sessions
 
 SESSION_LABEL = b"mock-issuer dashboard session cookie v1"
 SESSION_MAX_AGE_SECONDS = 12 * 3600
@@ -32,7 +33,7 @@ DASHBOARD = "/dashboard"
 REVEALED_FIELD = "revealed"
 REVEALED_KEY_INFO = b"mock-issuer dashboard revealed secret v1"
 NONCE_BYTES = 12
-GENERATION_FIELD = "generation"  # see dashboard_sessions.py
+GENERATION_FIELD = "generation"  # see sessions.py
 
 
 def session_secret(instance_secret_key: str, override: str | None = None) -> str:
@@ -71,7 +72,7 @@ def is_signed_in() -> bool:
 
 
 def _instance_key() -> str:
-    return current_app.config["CLERK_SECRET_KEY"]
+    return current_settings().clerk_secret_key
 
 
 def csrf_token() -> str:
@@ -95,8 +96,11 @@ def csrf_ok() -> bool:
 def check_csrf() -> None:
     """Blueprint before_request hook: every POST must carry the session's CSRF token."""
     if request.method == "POST" and not csrf_ok():
-        abort(400, description="The form was stale or not sent from this dashboard. "
-                               "Reload the page and try again.")  # fmt: skip
+        abort(
+            400,
+            description="The form was stale or not sent from this dashboard. "
+            "Reload the page and try again.",
+        )
 
 
 def _revealed_cipher() -> AESGCM:

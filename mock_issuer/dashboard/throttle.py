@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 
-from . import db
+from .. import db
 
 log = logging.getLogger("mock_issuer")
 

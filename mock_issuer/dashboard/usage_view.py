@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from ..usage import DEFAULT_BUCKETS, FORMATS
+from ..usage import RANGES as REPORT_RANGES
 from .charts import FAILED_COLOR, PALETTE, BarChart, Series
-from .usage import DEFAULT_BUCKETS, FORMATS
-from .usage import RANGES as REPORT_RANGES
 
 
 @dataclass(frozen=True)
@@ -138,11 +138,18 @@ def by_format(report: Mapping[str, Any], time_range: TimeRange) -> UsageCharts:
         for f in FORMATS
     )
     return UsageCharts(
-        creations=_chart("creations", "Token creations", "token format", time_range, labels,
-                         creations),
-        verifications=_chart("verifications", "Token verifications", "token format", time_range,
-                             labels, (*verified, _failed_series(report))),
-    )  # fmt: skip
+        creations=_chart(
+            "creations", "Token creations", "token format", time_range, labels, creations
+        ),
+        verifications=_chart(
+            "verifications",
+            "Token verifications",
+            "token format",
+            time_range,
+            labels,
+            (*verified, _failed_series(report)),
+        ),
+    )
 
 
 def top_machine_ids(report: Mapping[str, Any], limit: int = TOP_MACHINES) -> list[str]:
@@ -179,11 +186,13 @@ def by_machine(
         verified.append(Series("other machines", other_verified, PALETTE[-1]))
     verified.append(_failed_series(report))
     return UsageCharts(
-        creations=_chart("creations", "Token creations", "machine", time_range, labels,
-                         tuple(creations)),
-        verifications=_chart("verifications", "Token verifications", "machine", time_range,
-                             labels, tuple(verified)),
-    )  # fmt: skip
+        creations=_chart(
+            "creations", "Token creations", "machine", time_range, labels, tuple(creations)
+        ),
+        verifications=_chart(
+            "verifications", "Token verifications", "machine", time_range, labels, tuple(verified)
+        ),
+    )
 
 
 def _remainder(report, machine_reports, count) -> tuple[int, ...]:

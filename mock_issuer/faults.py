@@ -42,7 +42,7 @@ MAX_RULES = 50
 RATE_LIMIT_PRESETS = {"development": (100, 10), "production": (1000, 10)}
 _PAUSE_SLICE = 0.1  # seconds between checks whether the faults were changed during a pause
 # Only Clerk's API surface is ever faulted: not /healthz, this admin route or any page.
-_FAULTABLE_PREFIXES = ("/v1/", "/m2m_tokens", "/.well-known/")
+_FAULTABLE_PREFIXES = ("/v1/", "/m2m_tokens", "/.well-known/", "/oauth/")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS fault_settings (

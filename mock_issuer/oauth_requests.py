@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import base64
-import binascii
 import hmac
 from dataclasses import dataclass, field
 from urllib.parse import unquote_plus
@@ -79,7 +78,7 @@ def _basic_credentials(header: str) -> tuple[str, str]:
         raise invalid_client("the Authorization header must use the Basic scheme")
     try:
         decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
+    except ValueError:  # bad base64 (binascii.Error), non-ASCII input, or not UTF-8
         raise invalid_client("the Basic credentials are not valid base64 of id:secret") from None
     client_id, colon, secret = decoded.partition(":")
     if not colon:

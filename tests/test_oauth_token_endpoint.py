@@ -261,8 +261,9 @@ def test_another_machines_secret_is_invalid_client(client, method):
         "Basic " + base64.b64encode(b"no-colon-here").decode(),
         "Basic " + base64.b64encode(b"\xff\xfe:x").decode(),
         "Basic",
+        "Basic \u00e9t\u00e9",
     ],
-    ids=["bearer-scheme", "not-base64", "no-colon", "not-utf8", "empty"],
+    ids=["bearer-scheme", "not-base64", "no-colon", "not-utf8", "empty", "not-ascii"],
 )
 def test_a_malformed_authorization_header_is_invalid_client(client, header):
     resp = client.post(TOKEN, data=GRANT, headers={"Authorization": header})

@@ -7,6 +7,7 @@ Routes parse the request and call `oauth_tokens`; every error is an RFC 6749 §5
 
 from __future__ import annotations
 
+import sqlite3
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app
@@ -73,7 +74,7 @@ def token() -> Response:
     )
 
 
-def _prune(conn: Any) -> None:
+def _prune(conn: sqlite3.Connection) -> None:
     """Retention runs after mints, OAuth ones included (at most once a minute per process)."""
     config = current_app.config
     retention.maybe_prune(

@@ -49,6 +49,9 @@ def create_app(config: Mapping[str, object] | None = None) -> Flask:
     from . import faults  # fault injection and rate-limit emulation (ours, off by default)
 
     faults.init_app(app)
+    from . import oauth  # OAuth 2.0 client credentials, introspection, revocation (ours)
+
+    oauth.init_app(app)
 
     @app.get("/healthz")
     def healthz() -> Any:

@@ -39,7 +39,7 @@ RULE_FIELDS = {"route", "status", "retry_after", "delay_seconds", "count", "shar
 MAX_RULES = 50
 MAX_DELAY_SECONDS = 60
 # Only Clerk's API surface is ever faulted: not /healthz, the admin route or any page.
-_API_PREFIXES = ("/v1/", "/m2m_tokens", "/.well-known/")
+_API_PREFIXES = ("/v1/", "/m2m_tokens", "/.well-known/", "/oauth/")
 _ERROR_CODES = {
     429: ("too_many_requests", "Too many requests"),
     500: ("internal_clerk_error", "Oops, an unexpected error occurred"),

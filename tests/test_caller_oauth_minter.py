@@ -13,7 +13,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from flask import Flask, jsonify, request
-from werkzeug.serving import make_server
 
 from caller_app import create_app
 from caller_app.config import ConfigError, load_settings
@@ -25,6 +24,7 @@ from caller_app.token_client import (
     MachineSecretKeyRejected,
     RetryPolicy,
 )
+from tests.threaded_server import serve_in_thread, stop
 
 CLIENT_ID = "svc-caller"
 CLIENT_SECRET = "s3cret-value-for-the-caller"
@@ -47,16 +47,12 @@ class FakeAuthorizationServer:
         self.delay = 0.0
         self.minted: set[str] = set()
         self.lock = threading.Lock()
-        self._server = make_server("127.0.0.1", 0, self._app(), threaded=True)
+        self._server = serve_in_thread(self._app())
         self.origin = f"http://127.0.0.1:{self._server.server_port}"
         self.issuer = self.origin + issuer_path
-        threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
-        ).start()
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        stop(self._server)
 
     def _metadata(self):
         self.discovery_requests.append(request.path)

@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-requirements
 
-.PHONY: run test lint format loadtest loadtest-long bench demo-check fuzz venv clean
+.PHONY: run test lint format loadtest loadtest-long bench demo-check fuzz venv clean oidc-provider
 
 $(STAMP): requirements.txt
 	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11+ is needed, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
@@ -29,6 +29,10 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
+
+# The independent OAuth server of tests/test_oidc_provider_e2e.py (Node; pinned by its lock file).
+oidc-provider:
+	npm ci --prefix tests/oidc_provider --no-audit --no-fund --loglevel=error
 
 # A bounded (~20 s) Locust smoke run against a throwaway local stack under gunicorn.
 loadtest: $(STAMP)

@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-requirements
 
-.PHONY: run test lint format loadtest loadtest-long bench demo-check fuzz venv clean
+.PHONY: run test lint format loadtest loadtest-long bench demo-check fuzz venv clean oidc-provider
 
 $(STAMP): requirements.txt
 	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11+ is needed, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
@@ -19,7 +19,7 @@ venv: $(STAMP)
 run: $(STAMP)
 	$(PY) scripts/run_demo.py
 
-test: $(STAMP) lint
+test: $(STAMP) $(OIDC_STAMP) lint
 	$(PY) -m pytest
 
 lint: $(STAMP)
@@ -29,6 +29,17 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
+
+# The independent OAuth server of tests/test_oidc_provider_e2e.py (Node; pinned by its lock
+# file), installed by `make test` when npm is there (without it those tests skip, or fail in CI).
+OIDC_STAMP := tests/oidc_provider/node_modules/.installed
+
+$(OIDC_STAMP): tests/oidc_provider/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+	  npm ci --prefix tests/oidc_provider --no-audit --no-fund --loglevel=error && touch $@; \
+	else echo "make: npm not found, so the oidc-provider tests will skip"; fi
+
+oidc-provider: $(OIDC_STAMP)
 
 # A bounded (~20 s) Locust smoke run against a throwaway local stack under gunicorn.
 loadtest: $(STAMP)

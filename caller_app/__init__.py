@@ -1,4 +1,5 @@
-"""The caller: a Flask service that obtains, reuses and presents Clerk M2M tokens.
+"""The caller: a Flask service that obtains, reuses and presents M2M tokens (Clerk M2M, or
+OAuth 2.0 client credentials with M2M_PROVIDER=oauth).
 
 `GET /send` gets a token (cached until shortly before it expires) and POSTs a message to the
 receiver's `/receive` with it, like machine A in Clerk's m2m-example.
@@ -17,6 +18,7 @@ from flask import Flask
 from . import log_redaction
 from .config import Settings, load_settings
 from .errors import register_error_handlers
+from .oauth_minter import OAuthClientCredentialsMinter
 from .token_client import M2MTokenClient, RetryPolicy
 
 APP_DIR = Path(__file__).resolve().parent
@@ -51,17 +53,35 @@ def _environment(config: Mapping[str, object]) -> dict[str, str]:
 
 
 def _token_client(settings: Settings) -> M2MTokenClient:
-    """The one token client of this process, shared by every request."""
-    timeout = settings.m2m_http_timeout_seconds
+    """The one token client of this process, shared by every request: Clerk M2M or, with
+    M2M_PROVIDER=oauth, the client-credentials grant of any OAuth 2.0 server."""
+    seconds = settings.m2m_http_timeout_seconds
+    timeout = (min(3.05, seconds), seconds)  # connect: 3.05 s, just past a TCP retry
+    clerk = settings.m2m_provider == "clerk"
     return M2MTokenClient(
-        settings.clerk_api_url,
-        settings.clerk_machine_secret_key,
+        settings.clerk_api_url if clerk else None,
+        settings.clerk_machine_secret_key if clerk else None,
+        minter=None if clerk else oauth_minter(settings, timeout),
         token_format=settings.m2m_token_format,
         ttl_seconds=settings.m2m_token_ttl_seconds,
         refresh_margin_seconds=settings.m2m_refresh_margin_seconds,
-        timeout=(min(3.05, timeout), timeout),  # connect: 3.05 s, just past a TCP retry
+        timeout=timeout,
         retry=RetryPolicy(
             max_attempts=settings.m2m_issuer_max_attempts,
             max_total_seconds=settings.m2m_issuer_retry_budget_seconds,
         ),
+    )
+
+
+def oauth_minter(settings: Settings, timeout: tuple[float, float]) -> OAuthClientCredentialsMinter:
+    """The client-credentials minter the OAUTH_* settings describe."""
+    return OAuthClientCredentialsMinter(
+        settings.oauth_client_id or "",
+        settings.oauth_client_secret or "",
+        issuer_url=settings.oauth_issuer_url,
+        token_url=settings.oauth_token_url,
+        audience=settings.oauth_audience,
+        resource=settings.oauth_resource,
+        scope=settings.oauth_scope,
+        timeout=timeout,
     )

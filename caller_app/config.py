@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 from .token_client import TOKEN_FORMATS
 
 MAX_TTL_SECONDS = 315_360_000  # Clerk's upper bound for a token lifetime
+PROVIDERS = ("clerk", "oauth")  # Clerk's M2M API, or any OAuth 2.0 client-credentials server
 
 
 class ConfigError(ValueError):
@@ -21,8 +22,9 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class Settings:
-    clerk_machine_secret_key: str
     receiver_url: str
+    m2m_provider: str = "clerk"
+    clerk_machine_secret_key: str = ""  # required with M2M_PROVIDER=clerk
     clerk_api_url: str = "https://api.clerk.com"
     m2m_token_format: str = "opaque"  # noqa: S105 (a format name, not a secret)
     m2m_token_ttl_seconds: int | None = 300  # None: the machine's default_token_ttl
@@ -30,11 +32,21 @@ class Settings:
     m2m_http_timeout_seconds: float = 5.0
     m2m_issuer_max_attempts: int = 4
     m2m_issuer_retry_budget_seconds: float = 8.0
+    # M2M_PROVIDER=oauth: the authorization server (discovery, or its token URL), this client,
+    # and the target: audience (Auth0), resource (RFC 8707) and/or scope
+    oauth_issuer_url: str | None = None
+    oauth_token_url: str | None = None
+    oauth_client_id: str | None = None
+    oauth_client_secret: str | None = None
+    oauth_audience: str | None = None
+    oauth_resource: str | None = None
+    oauth_scope: str | None = None
 
-    def __repr__(self) -> str:  # keep the key out of logs and tracebacks
+    def __repr__(self) -> str:  # keep the key and the client secret out of logs and tracebacks
+        where = self.clerk_api_url if self.m2m_provider == "clerk" else self.oauth_issuer_url
         return (
-            f"Settings(clerk_api_url={self.clerk_api_url!r}, receiver_url={self.receiver_url!r}, "
-            f"m2m_token_format={self.m2m_token_format!r})"
+            f"Settings(m2m_provider={self.m2m_provider!r}, issuer={where!r}, "
+            f"receiver_url={self.receiver_url!r}, m2m_token_format={self.m2m_token_format!r})"
         )
 
 
@@ -45,9 +57,19 @@ _DEFAULTS = {f.name.upper(): f.default for f in fields(Settings)}  # by variable
 def load_settings(env: Mapping[str, str]) -> Settings:
     """Settings from `env`; raises ConfigError naming the bad variable."""
     ttl = _ttl(env)
+    provider = _text(env, "M2M_PROVIDER") or _DEFAULTS["M2M_PROVIDER"]
+    if provider not in PROVIDERS:
+        raise ConfigError(f"M2M_PROVIDER must be clerk or oauth, not {provider!r}")
+    key = _machine_secret_key(env)
+    oauth = _oauth_settings(env)
+    if provider == "clerk" and not key:
+        raise ConfigError("CLERK_MACHINE_SECRET_KEY is not set (see caller_app/.env.example)")
+    if provider == "oauth":
+        _check_oauth(oauth)
     return Settings(
+        m2m_provider=provider,
         clerk_api_url=_url(env, "CLERK_API_URL", default=_DEFAULTS["CLERK_API_URL"]),
-        clerk_machine_secret_key=_machine_secret_key(env),
+        clerk_machine_secret_key=key,
         receiver_url=_url(env, "RECEIVER_URL"),
         m2m_token_format=_token_format(env),
         m2m_token_ttl_seconds=ttl,
@@ -57,13 +79,39 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         m2m_issuer_retry_budget_seconds=_float(
             env, "M2M_ISSUER_RETRY_BUDGET_SECONDS", low=0, high=120
         ),
+        **oauth,
     )
 
 
+def _oauth_settings(env: Mapping[str, str]) -> dict[str, str | None]:
+    """The OAUTH_* fields, read whatever the provider (unset or blank is None)."""
+    urls = {"oauth_issuer_url", "oauth_token_url"}
+    values: dict[str, str | None] = {}
+    for field in fields(Settings):
+        if field.name.startswith("oauth_"):
+            name = field.name.upper()
+            text = _text(env, name) or None
+            values[field.name] = _url(env, name) if text and field.name in urls else text
+    return values
+
+
+def _check_oauth(oauth: Mapping[str, str | None]) -> None:
+    """M2M_PROVIDER=oauth needs one way to the token endpoint and the client's credentials."""
+    if bool(oauth["oauth_issuer_url"]) == bool(oauth["oauth_token_url"]):
+        raise ConfigError(
+            "M2M_PROVIDER=oauth needs exactly one of OAUTH_ISSUER_URL (discovery) and "
+            "OAUTH_TOKEN_URL"
+        )
+    for name in ("oauth_client_id", "oauth_client_secret"):
+        if not oauth[name]:
+            raise ConfigError(f"M2M_PROVIDER=oauth needs {name.upper()}")
+
+
 def _machine_secret_key(env: Mapping[str, str]) -> str:
+    """The Clerk machine key when set (required by load_settings only for M2M_PROVIDER=clerk)."""
     key = _text(env, "CLERK_MACHINE_SECRET_KEY")
     if not key:
-        raise ConfigError("CLERK_MACHINE_SECRET_KEY is not set (see caller_app/.env.example)")
+        return ""
     if not key.startswith("ak_"):
         raise ConfigError(
             "CLERK_MACHINE_SECRET_KEY must be this machine's secret key (it starts with ak_); "

@@ -1,15 +1,17 @@
-"""Obtain, reuse and present Clerk M2M tokens: one class, liftable into any Python service.
+"""Obtain, reuse and present M2M tokens: one class, liftable into any Python service.
 
 Needs only `requests`. Copy this file, then:
 
     client = M2MTokenClient("https://api.clerk.com", os.environ["CLERK_MACHINE_SECRET_KEY"])
     result = client.request("POST", "https://orders.internal/receive", json={...})
 
-The client creates a token with `POST {api_url}/m2m_tokens`, keeps it until its expiration
-(read from the issuer's answer, never by decoding the token) minus a refresh margin, makes
-exactly one creation when many threads need a token at once (single flight), retries the
-issuer's 429/5xx with capped exponential backoff and full jitter, and when the receiving
-service answers 401 it drops the token, gets a fresh one and retries once.
+The client gets a token from its minter (by default `ClerkM2MMinter`: `POST
+{api_url}/m2m_tokens`; `oauth_minter.OAuthClientCredentialsMinter` for any OAuth 2.0
+server), keeps it until its expiration (read from the issuer's answer, never by decoding the
+token) minus a refresh margin, makes exactly one creation when many threads need a token at
+once (single flight), retries the issuer's 429/5xx with capped exponential backoff and full
+jitter, and when the receiving service answers 401 it drops the token, gets a fresh one and
+retries once.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
+from typing import Protocol
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -48,12 +51,13 @@ class IssuerUnavailable(TokenClientError):
         self.retry_after = retry_after
 
 
-class _IssuerBusy(IssuerUnavailable):
+class IssuerBusy(IssuerUnavailable):
     """An IssuerUnavailable worth retrying: a network error, a timeout, a 429 or a 5xx."""
 
 
 class MachineSecretKeyRejected(TokenClientError):
-    """The issuer answered 401: this machine's secret key is wrong, deleted or rotated away."""
+    """The issuer answered 401: this machine's credentials (Clerk machine secret key, or OAuth
+    client id and secret) are wrong, deleted or rotated away."""
 
 
 class IssuerRequestRejected(TokenClientError):
@@ -74,6 +78,26 @@ class M2MToken:
     format: str
     expiration_ms: int | None
     fresh_until: float  # on this client's monotonic clock: when to stop reusing it
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    """A token as a minter received it; the client decides from it how long to reuse it."""
+
+    token: str = field(repr=False)
+    id: str
+    format: str
+    expiration_ms: float | None  # Unix milliseconds; None: no expiry given (used once)
+    created_ms: float | None  # Unix milliseconds, when the issuer says it made the token
+
+
+class TokenMinter(Protocol):
+    """One way of getting a token from an issuer, one attempt: an IssuedToken, IssuerBusy when
+    a retry may help, another TokenClientError when it cannot. The client does the rest."""
+
+    honours_format: bool  # False: the issuer decides format and lifetime (OAuth)
+
+    def mint(self, token_format: str, ttl_seconds: int | None) -> IssuedToken: ...
 
 
 @dataclass(frozen=True)
@@ -98,13 +122,15 @@ class AuthorizedResponse:
 
 
 class M2MTokenClient:
-    """Creates M2M tokens with a machine secret key and caches one per (format, TTL)."""
+    """Gets tokens from its minter (Clerk M2M with a machine secret key unless `minter` is
+    given) and caches one per (format, TTL)."""
 
     def __init__(
         self,
-        api_url: str,
-        machine_secret_key: str,
+        api_url: str | None = None,
+        machine_secret_key: str | None = None,
         *,
+        minter: TokenMinter | None = None,
         token_format: str = "opaque",  # noqa: S107 (a format name, not a secret)
         ttl_seconds: int | None = None,
         refresh_margin_seconds: float = 30.0,
@@ -127,8 +153,8 @@ class M2MTokenClient:
                 f"the refresh margin ({refresh_margin_seconds} s) must be smaller than the token "
                 f"TTL ({ttl_seconds} s), or every call would create a token"
             )
-        self.api_url = api_url.rstrip("/")
-        self._key = machine_secret_key
+        if (minter is None) == (api_url is None or machine_secret_key is None):
+            raise ValueError("give either api_url and machine_secret_key, or a minter")
         self.token_format = token_format
         self.ttl_seconds = ttl_seconds
         self.refresh_margin = refresh_margin_seconds
@@ -141,9 +167,16 @@ class M2MTokenClient:
         self._lock = threading.Lock()
         self._tokens: dict[tuple[str, int | None], M2MToken] = {}
         self._flights: dict[tuple[str, int | None], Future[M2MToken]] = {}
+        self.minter = minter or ClerkM2MMinter(
+            api_url or "",
+            machine_secret_key or "",
+            session=self.session,
+            timeout=timeout,
+            wall_clock=wall_clock,
+        )
 
     def __repr__(self) -> str:  # never show the key
-        return f"M2MTokenClient(api_url={self.api_url!r}, token_format={self.token_format!r})"
+        return f"M2MTokenClient(minter={self.minter!r}, token_format={self.token_format!r})"
 
     # -- tokens -----------------------------------------------------------------------------
 
@@ -223,6 +256,8 @@ class M2MTokenClient:
         fmt = token_format or self.token_format
         if fmt not in TOKEN_FORMATS:
             raise ValueError(f"token_format must be one of {TOKEN_FORMATS}, not {fmt!r}")
+        if not self.minter.honours_format:
+            return "as_issued", None  # one token whatever was asked: the issuer decides
         return fmt, ttl_seconds if ttl_seconds is not None else self.ttl_seconds
 
     def _wait_for(self, flight: Future[M2MToken]) -> M2MToken:
@@ -241,30 +276,15 @@ class M2MTokenClient:
         deadline = self._monotonic() + self.retry.max_total_seconds
         for attempt in range(1, self.retry.max_attempts + 1):
             try:
-                return self._create_once(token_format, ttl_seconds)
-            except _IssuerBusy as failure:
+                started = self._monotonic()
+                return self._token_from(self.minter.mint(token_format, ttl_seconds), started)
+            except IssuerBusy as failure:
                 delay = self._backoff(attempt - 1, failure.retry_after)
                 if attempt == self.retry.max_attempts or self._monotonic() + delay > deadline:
                     raise
                 log.warning("%s; retry %d in %.2f s", failure, attempt, delay)
                 self._sleep(delay)
         raise AssertionError("unreachable: the last attempt returns or raises")
-
-    def _create_once(self, token_format: str, ttl_seconds: int | None) -> M2MToken:
-        """One `POST /m2m_tokens`: the token; _IssuerBusy when a retry may help; another
-        TokenClientError when it cannot (401, other 4xx, a malformed 201)."""
-        started = self._monotonic()
-        try:
-            response = self._post_create(token_format, ttl_seconds)
-        except requests.RequestException as exc:
-            raise _IssuerBusy(f"the issuer is unreachable ({type(exc).__name__})") from None
-        status = response.status_code
-        if status in (200, 201):
-            return self._token_from(response, token_format, started)
-        if status == 429 or status >= 500:
-            retry_after = retry_after_seconds(response.headers.get("Retry-After"), self._wall_clock)
-            raise _IssuerBusy(f"the issuer answered {status}", retry_after=retry_after)
-        raise _rejection(response)
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
         """Full jitter (AWS style). An issuer's Retry-After is a floor, capped: it can make us
@@ -275,24 +295,11 @@ class M2MTokenClient:
             return jittered
         return min(self.retry.retry_after_cap, max(retry_after, jittered))
 
-    def _post_create(self, token_format: str, ttl_seconds: int | None) -> requests.Response:
-        body: dict[str, object] = {"token_format": token_format}
-        if ttl_seconds is not None:
-            body["seconds_until_expiration"] = ttl_seconds
-        return self.session.post(
-            f"{self.api_url}/m2m_tokens",
-            json=body,
-            headers={"Authorization": f"Bearer {self._key}"},
-            timeout=self.timeout,
-        )
-
-    def _token_from(
-        self, response: requests.Response, token_format: str, started: float
-    ) -> M2MToken:
+    def _token_from(self, issued: IssuedToken, started: float) -> M2MToken:
         """Build the cache entry from the issuer's answer. The lifetime is the smaller of
         expiration-minus-creation and expiration-minus-our-wall-clock, counted from when we
         asked on our monotonic clock, so clock skew can only make us refresh earlier."""
-        secret, token_id, expiration, created = _parse_token_object(response)
+        token_id, expiration, created = issued.id, issued.expiration_ms, issued.created_ms
         if expiration is None:
             fresh_until = started  # no expiry given: use once, never cache
         else:
@@ -307,8 +314,65 @@ class M2MTokenClient:
                     lifetime,
                     self.refresh_margin,
                 )
-        log.info("created %s token %s", token_format, token_id)
-        return M2MToken(secret, token_id, token_format, expiration, fresh_until)
+        log.info("created %s token %s", issued.format, token_id)
+        return M2MToken(issued.token, token_id, issued.format, expiration, fresh_until)
+
+
+class ClerkM2MMinter:
+    """Creates Clerk M2M tokens: `POST {api_url}/m2m_tokens` with the machine secret key."""
+
+    honours_format = True
+
+    def __init__(
+        self,
+        api_url: str,
+        machine_secret_key: str,
+        *,
+        session: requests.Session,
+        timeout: float | tuple[float, float],
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.api_url = api_url.rstrip("/")
+        self._key = machine_secret_key
+        self.session = session
+        self.timeout = timeout
+        self._wall_clock = wall_clock
+
+    def __repr__(self) -> str:  # never show the key
+        return f"ClerkM2MMinter(api_url={self.api_url!r})"
+
+    def mint(self, token_format: str, ttl_seconds: int | None) -> IssuedToken:
+        """One `POST /m2m_tokens`: the token; IssuerBusy when a retry may help; another
+        TokenClientError when it cannot (401, other 4xx, a malformed 201)."""
+        try:
+            response = self._post_create(token_format, ttl_seconds)
+        except requests.RequestException as exc:
+            raise IssuerBusy(f"the issuer is unreachable ({type(exc).__name__})") from None
+        status = response.status_code
+        if status in (200, 201):
+            secret, token_id, expiration, created = _parse_token_object(response)
+            return IssuedToken(secret, token_id, token_format, expiration, created)
+        raise_if_busy(response, self._wall_clock)
+        raise _rejection(response)
+
+    def _post_create(self, token_format: str, ttl_seconds: int | None) -> requests.Response:
+        body: dict[str, object] = {"token_format": token_format}
+        if ttl_seconds is not None:
+            body["seconds_until_expiration"] = ttl_seconds
+        return self.session.post(
+            f"{self.api_url}/m2m_tokens",
+            json=body,
+            headers={"Authorization": f"Bearer {self._key}"},
+            timeout=self.timeout,
+        )
+
+
+def raise_if_busy(response: requests.Response, wall_clock: Callable[[], float] = time.time) -> None:
+    """IssuerBusy (with its Retry-After) for a 429 or 5xx answer: worth a retry."""
+    status = response.status_code
+    if status == 429 or status >= 500:
+        retry_after = retry_after_seconds(response.headers.get("Retry-After"), wall_clock)
+        raise IssuerBusy(f"the issuer answered {status}", retry_after=retry_after)
 
 
 def _pooled_session(pool_size: int) -> requests.Session:
@@ -357,7 +421,7 @@ def _parse_token_object(
     secret, token_id = data.get("token"), data.get("id")
     expiration, created = data.get("expiration"), data.get("created_at")
     checks = {
-        "token": isinstance(secret, str) and _BEARER_TOKEN.fullmatch(secret) is not None,
+        "token": isinstance(secret, str) and bearer_token_shape(secret),
         "id": isinstance(token_id, str) and token_id != "",
         "expiration": expiration is None or _is_finite_number(expiration),
         "created_at": created is None or _is_finite_number(created),
@@ -368,6 +432,11 @@ def _parse_token_object(
             f"the issuer answered 201 with an unexpected token object (bad {', '.join(bad)})"
         )
     return secret, token_id, expiration, created
+
+
+def bearer_token_shape(value: str) -> bool:
+    """Whether `value` can follow "Bearer " in a header (RFC 6750 b64token)."""
+    return _BEARER_TOKEN.fullmatch(value) is not None
 
 
 def _is_finite_number(value: object) -> bool:

@@ -17,6 +17,7 @@ from flask import Flask
 from . import log_redaction
 from .auth import EXTENSION_KEY, require_m2m
 from .config import ConfigError, Settings, load_settings
+from .oauth_verifier import OAuthVerifier
 from .verifier import M2MVerifier, VerifiedToken
 
 APP_DIR = Path(__file__).resolve().parent
@@ -43,9 +44,11 @@ def create_app(config: Mapping[str, object] | None = None) -> Flask:
     return app
 
 
-def build_verifier(settings: Settings, **tunables: Any) -> M2MVerifier:
-    """The verifier these settings describe; `tunables` override M2MVerifier's keyword
+def build_verifier(settings: Settings, **tunables: Any) -> M2MVerifier | OAuthVerifier:
+    """The verifier these settings describe; `tunables` override the verifier's keyword
     defaults (leeway, timeouts, JWKS lifespan and cooldown)."""
+    if settings.m2m_provider == "oauth":
+        return oauth_verifier(settings, **tunables)
     return M2MVerifier(
         settings.clerk_api_url,
         settings.clerk_machine_secret_key,
@@ -56,6 +59,22 @@ def build_verifier(settings: Settings, **tunables: Any) -> M2MVerifier:
         allowed_callers=settings.m2m_allowed_callers,
         audience_required=settings.m2m_jwt_audience_required,
         opaque_cache_seconds=settings.m2m_verify_cache_seconds,
+        jwt_cache_seconds=settings.m2m_jwt_cache_seconds,
+        **tunables,
+    )
+
+
+def oauth_verifier(settings: Settings, **tunables: Any) -> OAuthVerifier:
+    """The OAuth 2.0 access-token verifier of M2M_PROVIDER=oauth."""
+    return OAuthVerifier(
+        settings.oauth_issuer_url or "",
+        settings.oauth_audience or "",
+        client_id=settings.oauth_client_id,
+        client_secret=settings.oauth_client_secret,
+        allowed_callers=settings.m2m_allowed_callers,
+        required_scopes=settings.oauth_required_scope,
+        require_at_jwt=settings.oauth_require_at_jwt,
+        introspection_cache_seconds=settings.m2m_verify_cache_seconds,
         jwt_cache_seconds=settings.m2m_jwt_cache_seconds,
         **tunables,
     )

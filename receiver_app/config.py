@@ -10,12 +10,15 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
+from typing import Any
 from urllib.parse import urlsplit
 
 from .jwks import StaticKey
 from .verifier import JWT_CACHE_SECONDS
 
 _MACHINE_ID = re.compile(r"mch_[A-Za-z0-9_]+")
+_CLIENT_ID = re.compile(r"\S+")  # M2M_PROVIDER=oauth: a caller is a client id, any non-blank
+PROVIDERS = ("clerk", "oauth")  # Clerk's M2M tokens, or standard OAuth 2.0 access tokens
 
 
 class ConfigError(ValueError):
@@ -24,9 +27,9 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class Settings:
-    clerk_api_url: str
-    clerk_machine_secret_key: str
-    clerk_machine_id: str
+    clerk_api_url: str = ""  # these three are required with M2M_PROVIDER=clerk
+    clerk_machine_secret_key: str = ""
+    clerk_machine_id: str = ""
     clerk_jwks_url: str | None = None  # None: the verifier's {api_url}/.well-known/jwks.json
     clerk_jwt_key: str | None = None
     clerk_jwt_issuer: str | None = None  # None: the verifier expects CLERK_API_URL
@@ -34,11 +37,21 @@ class Settings:
     m2m_jwt_audience_required: bool = True
     m2m_verify_cache_seconds: float = 0
     m2m_jwt_cache_seconds: float = JWT_CACHE_SECONDS
+    m2m_provider: str = "clerk"
+    # M2M_PROVIDER=oauth: the issuer (discovery), this resource's identifier, its own client
+    # credentials for introspection (opaque tokens), and the optional checks
+    oauth_issuer_url: str | None = None
+    oauth_audience: str | None = None
+    oauth_client_id: str | None = None
+    oauth_client_secret: str | None = None
+    oauth_required_scope: frozenset[str] = frozenset()
+    oauth_require_at_jwt: bool = True
 
-    def __repr__(self) -> str:  # keep the key out of logs and tracebacks
+    def __repr__(self) -> str:  # keep the key and the client secret out of logs and tracebacks
         return (
-            f"Settings(clerk_api_url={self.clerk_api_url!r}, "
-            f"clerk_machine_id={self.clerk_machine_id!r})"
+            f"Settings(m2m_provider={self.m2m_provider!r}, clerk_api_url={self.clerk_api_url!r}, "
+            f"clerk_machine_id={self.clerk_machine_id!r}, "
+            f"oauth_issuer_url={self.oauth_issuer_url!r}, oauth_audience={self.oauth_audience!r})"
         )
 
 
@@ -48,6 +61,39 @@ ENV_VARS = tuple(f.name.upper() for f in fields(Settings))  # every variable the
 def load_settings(env: Mapping[str, str]) -> Settings:
     """Settings from `env` (blank means unset); raises ConfigError naming the bad variable."""
     values = {name: text for name in ENV_VARS if (text := env.get(name, "").strip())}
+    provider = values.get("M2M_PROVIDER", "clerk")
+    if provider not in PROVIDERS:
+        raise ConfigError("M2M_PROVIDER must be clerk or oauth")
+    clerk = _clerk_identity(values) if provider == "clerk" else {}
+    oauth = _oauth_settings(values, required=provider == "oauth")
+    allowed = _allowed_callers(
+        values.get("M2M_ALLOWED_CALLERS"), _MACHINE_ID if provider == "clerk" else _CLIENT_ID
+    )
+    audience_required = _boolean(
+        values.get("M2M_JWT_AUDIENCE_REQUIRED", "true"), "M2M_JWT_AUDIENCE_REQUIRED"
+    )
+    if not audience_required and not allowed:
+        raise ConfigError(
+            "M2M_JWT_AUDIENCE_REQUIRED=false needs M2M_ALLOWED_CALLERS: without an audience "
+            "check, the allowlist is what decides who may call"
+        )
+    jwks_url = values.get("CLERK_JWKS_URL")
+    return Settings(
+        **clerk,
+        m2m_provider=provider,
+        **oauth,
+        clerk_jwks_url=_url(jwks_url, "CLERK_JWKS_URL") if jwks_url else None,
+        clerk_jwt_key=_pem_key(values.get("CLERK_JWT_KEY")),
+        clerk_jwt_issuer=values.get("CLERK_JWT_ISSUER"),
+        m2m_allowed_callers=allowed,
+        m2m_jwt_audience_required=audience_required,
+        m2m_verify_cache_seconds=_seconds(values, "M2M_VERIFY_CACHE_SECONDS", 0),
+        m2m_jwt_cache_seconds=_seconds(values, "M2M_JWT_CACHE_SECONDS", JWT_CACHE_SECONDS),
+    )
+
+
+def _clerk_identity(values: Mapping[str, str]) -> dict[str, str]:
+    """CLERK_API_URL, CLERK_MACHINE_SECRET_KEY and CLERK_MACHINE_ID, required and checked."""
     api_url = _url(_required(values, "CLERK_API_URL"), "CLERK_API_URL")
     secret_key = _required(values, "CLERK_MACHINE_SECRET_KEY")
     if not secret_key.startswith("ak_"):
@@ -58,26 +104,34 @@ def load_settings(env: Mapping[str, str]) -> Settings:
     machine_id = _required(values, "CLERK_MACHINE_ID")
     if not _MACHINE_ID.fullmatch(machine_id):
         raise ConfigError("CLERK_MACHINE_ID must be this receiver's machine id (mch_...)")
-    allowed = _allowed_callers(values.get("M2M_ALLOWED_CALLERS"))
-    audience_required = _boolean(values.get("M2M_JWT_AUDIENCE_REQUIRED", "true"))
-    if not audience_required and not allowed:
-        raise ConfigError(
-            "M2M_JWT_AUDIENCE_REQUIRED=false needs M2M_ALLOWED_CALLERS: without an audience "
-            "check, the allowlist is what decides who may call"
-        )
-    jwks_url = values.get("CLERK_JWKS_URL")
-    return Settings(
-        clerk_api_url=api_url,
-        clerk_machine_secret_key=secret_key,
-        clerk_machine_id=machine_id,
-        clerk_jwks_url=_url(jwks_url, "CLERK_JWKS_URL") if jwks_url else None,
-        clerk_jwt_key=_pem_key(values.get("CLERK_JWT_KEY")),
-        clerk_jwt_issuer=values.get("CLERK_JWT_ISSUER"),
-        m2m_allowed_callers=allowed,
-        m2m_jwt_audience_required=audience_required,
-        m2m_verify_cache_seconds=_seconds(values, "M2M_VERIFY_CACHE_SECONDS", 0),
-        m2m_jwt_cache_seconds=_seconds(values, "M2M_JWT_CACHE_SECONDS", JWT_CACHE_SECONDS),
-    )
+    return {
+        "clerk_api_url": api_url,
+        "clerk_machine_secret_key": secret_key,
+        "clerk_machine_id": machine_id,
+    }
+
+
+def _oauth_settings(values: Mapping[str, str], required: bool) -> dict[str, Any]:
+    """The OAUTH_* fields; with `required` (M2M_PROVIDER=oauth) the issuer and audience must be
+    set, and the client id and secret come together or not at all."""
+    issuer = values.get("OAUTH_ISSUER_URL")
+    client = (values.get("OAUTH_CLIENT_ID"), values.get("OAUTH_CLIENT_SECRET"))
+    require_at_jwt = _boolean(values.get("OAUTH_REQUIRE_AT_JWT", "true"), "OAUTH_REQUIRE_AT_JWT")
+    if required:
+        _required(values, "OAUTH_ISSUER_URL")
+        _required(values, "OAUTH_AUDIENCE")
+        if (client[0] is None) != (client[1] is None):
+            raise ConfigError(
+                "OAUTH_CLIENT_ID and OAUTH_CLIENT_SECRET go together (introspection needs both)"
+            )
+    return {
+        "oauth_issuer_url": _url(issuer, "OAUTH_ISSUER_URL") if issuer else None,
+        "oauth_audience": values.get("OAUTH_AUDIENCE"),
+        "oauth_client_id": client[0],
+        "oauth_client_secret": client[1],
+        "oauth_required_scope": frozenset(values.get("OAUTH_REQUIRED_SCOPE", "").split()),
+        "oauth_require_at_jwt": require_at_jwt,
+    }
 
 
 def _required(values: Mapping[str, str], name: str) -> str:
@@ -123,18 +177,18 @@ def _seconds(values: Mapping[str, str], name: str, default: float) -> float:
     return number
 
 
-def _boolean(value: str) -> bool:
+def _boolean(value: str, name: str) -> bool:
     text = value.lower()
     if text in ("1", "true", "yes", "on"):
         return True
     if text in ("0", "false", "no", "off"):
         return False
-    raise ConfigError("M2M_JWT_AUDIENCE_REQUIRED must be true or false")
+    raise ConfigError(f"{name} must be true or false")
 
 
-def _allowed_callers(value: str | None) -> frozenset[str] | None:
-    """The allowlist: None when unset; a set value must name machines and nothing else (",,,"
-    must never turn into "no allowlist")."""
+def _allowed_callers(value: str | None, caller_id: re.Pattern[str]) -> frozenset[str] | None:
+    """The allowlist: None when unset; a set value must name callers (machine ids, or client ids
+    with M2M_PROVIDER=oauth) and nothing else (",,," must never turn into "no allowlist")."""
     if value is None:
         return None
     ids = [part.strip() for part in value.split(",")]
@@ -143,6 +197,6 @@ def _allowed_callers(value: str | None) -> frozenset[str] | None:
             "M2M_ALLOWED_CALLERS has an empty entry: give comma-separated machine ids "
             "(mch_...), or leave it unset to allow every machine whose token names this receiver"
         )
-    if not all(_MACHINE_ID.fullmatch(i) for i in ids):
+    if not all(caller_id.fullmatch(i) for i in ids):
         raise ConfigError("M2M_ALLOWED_CALLERS holds ids that are not machine ids (mch_...)")
     return frozenset(ids)

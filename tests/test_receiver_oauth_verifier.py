@@ -1,0 +1,325 @@
+"""Unit tests of receiver_app/oauth_verifier.py against a fake OpenID issuer served in a thread:
+the RFC 9068 checks on forged JWT access tokens, RFC 7662 introspection, discovery, and the
+allowlist and scope checks, through the app's `@require_m2m` answers too."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+from flask import Flask, jsonify, request
+from jwt.algorithms import RSAAlgorithm
+
+from receiver_app import create_app
+from receiver_app.oauth_verifier import OAuthVerifier
+from receiver_app.verifier import CallerNotAllowedError, InvalidTokenError, IssuerUnavailableError
+from tests.threaded_server import serve_in_thread, stop
+
+AUDIENCE = "https://receiver.example/api"
+RECEIVER_CLIENT = ("receiver", "receiver-secret")
+OPAQUE_TOKEN = "opaque-token-value-0123456789"
+KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+OTHER_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+class FakeIssuer:
+    """OpenID metadata, a JWKS with one RS256 key (kid k1), and an introspection endpoint
+    answering `introspection` (or `introspection_status`) to the receiver's credentials."""
+
+    def __init__(self) -> None:
+        self.metadata_issuer: str | None = None
+        self.introspection: dict = {}
+        self.introspection_status = 200
+        self.introspection_auth: list[str] = []
+        self.discoveries = 0
+        self._server = serve_in_thread(self._app())
+        self.issuer = f"http://127.0.0.1:{self._server.server_port}"
+
+    def stop(self) -> None:
+        stop(self._server)
+
+    def _app(self) -> Flask:
+        app = Flask("fake_openid_issuer")
+
+        @app.get("/.well-known/openid-configuration")
+        def metadata():
+            self.discoveries += 1
+            return jsonify(
+                issuer=self.metadata_issuer or self.issuer,
+                jwks_uri=f"{self.issuer}/jwks",
+                introspection_endpoint=f"{self.issuer}/introspect",
+            )
+
+        @app.get("/jwks")
+        def jwks():
+            public = json.loads(RSAAlgorithm.to_jwk(KEY.public_key()))
+            return jsonify(keys=[{**public, "kid": "k1", "use": "sig", "alg": "RS256"}])
+
+        @app.post("/introspect")
+        def introspect():
+            self.introspection_auth.append(request.headers.get("Authorization", ""))
+            if request.form.get("token") != OPAQUE_TOKEN:
+                return jsonify(active=False)
+            return jsonify(self.introspection), self.introspection_status
+
+        return app
+
+
+@pytest.fixture(scope="module")
+def issuer():
+    running = FakeIssuer()
+    yield running
+    running.stop()
+
+
+@pytest.fixture(autouse=True)
+def reset(issuer):
+    issuer.metadata_issuer = None
+    issuer.introspection_status = 200
+    issuer.introspection = {
+        "active": True,
+        "client_id": "svc-caller",
+        "aud": AUDIENCE,
+        "iss": issuer.issuer,
+        "exp": int(time.time()) + 300,
+        "scope": "messages:write",
+    }
+
+
+def make_verifier(issuer: FakeIssuer, **kwargs) -> OAuthVerifier:
+    kwargs.setdefault("client_id", RECEIVER_CLIENT[0])
+    kwargs.setdefault("client_secret", RECEIVER_CLIENT[1])
+    return OAuthVerifier(issuer.issuer, AUDIENCE, jwt_cache_seconds=0, **kwargs)
+
+
+def access_token(issuer: FakeIssuer, *, key=KEY, headers=None, algorithm="RS256", **claims):
+    """An RFC 9068 access token; keyword claims override (None removes one)."""
+    now = int(time.time())
+    payload = {
+        "iss": issuer.issuer,
+        "sub": "svc-caller",
+        "client_id": "svc-caller",
+        "aud": AUDIENCE,
+        "iat": now,
+        "exp": now + 300,
+        "jti": "jti-1",
+        "scope": "messages:write",
+        "tenant": "blue",
+    }
+    payload.update(claims)
+    payload = {k: v for k, v in payload.items() if v is not None}
+    header = {"typ": "at+jwt", "kid": "k1", **(headers or {})}
+    header = {k: v for k, v in header.items() if v is not None}
+    return jwt.encode(payload, key, algorithm=algorithm, headers=header)
+
+
+# -- JWT access tokens --------------------------------------------------------------------------
+
+
+def test_a_good_jwt_access_token_is_accepted_with_the_client_as_caller(issuer):
+    verified = make_verifier(issuer).verify(access_token(issuer, sub="someone-else"))
+    assert verified.machine_id == "svc-caller" and verified.format == "jwt"
+    assert verified.id == "jti-1" and verified.scopes == ("messages:write",)
+    assert verified.claims == {"tenant": "blue"}
+
+
+@pytest.mark.parametrize("typ", ["at+jwt", "application/at+jwt", "AT+JWT"])
+def test_rfc9068_types_are_accepted(issuer, typ):
+    make_verifier(issuer).verify(access_token(issuer, headers={"typ": typ}))
+
+
+def test_audience_may_be_a_list_containing_this_resource(issuer):
+    make_verifier(issuer).verify(access_token(issuer, aud=["https://other", AUDIENCE]))
+
+
+def test_without_client_id_the_caller_is_azp_then_sub(issuer):
+    token = access_token(issuer, client_id=None, azp="auth0-client")
+    assert make_verifier(issuer).verify(token).machine_id == "auth0-client"
+    token = access_token(issuer, client_id=None)
+    assert make_verifier(issuer).verify(token).machine_id == "svc-caller"
+
+
+def forged(issuer: FakeIssuer, case: str) -> str:
+    """A token that must be refused, one defect each."""
+    past = int(time.time()) - 3600
+    cases = {
+        "typ JWT": lambda: access_token(issuer, headers={"typ": "JWT"}),
+        "no typ": lambda: access_token(issuer, headers={"typ": None}),
+        "id token typ": lambda: access_token(issuer, headers={"typ": "id_token+jwt"}),
+        "wrong iss": lambda: access_token(issuer, iss="https://evil.example"),
+        "iss with slash": lambda: access_token(issuer, iss=issuer.issuer + "/"),
+        "wrong aud": lambda: access_token(issuer, aud="https://other.example"),
+        "no aud": lambda: access_token(issuer, aud=None),
+        "expired": lambda: access_token(issuer, iat=past - 60, exp=past),
+        "not yet valid": lambda: access_token(issuer, nbf=int(time.time()) + 3600),
+        "no exp": lambda: access_token(issuer, exp=None),
+        "string exp": lambda: access_token(issuer, exp="9999999999"),
+        "no iat": lambda: access_token(issuer, iat=None),
+        "alg none": lambda: access_token(issuer, key=None, algorithm="none"),
+        "HS256": lambda: access_token(
+            issuer, key="a-shared-secret-of-32-bytes-xxxx", algorithm="HS256"
+        ),
+        "unknown kid": lambda: access_token(issuer, headers={"kid": "k2"}),
+        "no kid": lambda: access_token(issuer, headers={"kid": None}),
+        "other key": lambda: access_token(issuer, key=OTHER_KEY),
+        "no client": lambda: access_token(issuer, client_id=None, sub=None),
+        "tampered": lambda: _tamper(access_token(issuer)),
+    }
+    return cases[case]()
+
+
+def _tamper(token: str) -> str:
+    header, payload, signature = token.split(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    claims["client_id"] = "svc-admin"
+    forged_payload = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
+    return f"{header}.{forged_payload}.{signature}"
+
+
+FORGERIES = [
+    "typ JWT", "no typ", "id token typ", "wrong iss", "iss with slash", "wrong aud", "no aud",
+    "expired", "not yet valid", "no exp", "string exp", "no iat", "alg none", "HS256",
+    "unknown kid", "no kid", "other key", "no client", "tampered",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", FORGERIES)
+def test_forged_jwt_access_tokens_are_refused(issuer, case):
+    with pytest.raises(InvalidTokenError):
+        make_verifier(issuer).verify(forged(issuer, case))
+
+
+def test_plain_jwt_types_pass_only_when_at_jwt_is_not_required(issuer):
+    verifier = make_verifier(issuer, require_at_jwt=False)
+    verifier.verify(forged(issuer, "typ JWT"))
+    verifier.verify(forged(issuer, "no typ"))
+    with pytest.raises(InvalidTokenError):
+        verifier.verify(forged(issuer, "id token typ"))
+
+
+def test_metadata_naming_another_issuer_means_no_token_can_be_checked(issuer):
+    issuer.metadata_issuer = "https://evil.example"
+    with pytest.raises(IssuerUnavailableError):
+        make_verifier(issuer).verify(access_token(issuer))
+
+
+def test_an_unreachable_issuer_is_503_and_discovery_waits_out_the_cooldown():
+    down = FakeIssuer()
+    down.stop()
+    verifier = OAuthVerifier(down.issuer, AUDIENCE, jwks_cooldown_seconds=60)
+    for _ in range(3):
+        with pytest.raises(IssuerUnavailableError):
+            verifier.verify(access_token(down))
+
+
+def test_metadata_is_fetched_once(issuer):
+    before = issuer.discoveries
+    verifier = make_verifier(issuer)
+    for _ in range(3):
+        verifier.verify(access_token(issuer))
+        verifier.verify(OPAQUE_TOKEN)
+    assert issuer.discoveries - before == 1
+
+
+# -- introspection ------------------------------------------------------------------------------
+
+
+def test_an_active_opaque_token_is_accepted_through_introspection(issuer):
+    verified = make_verifier(issuer).verify(OPAQUE_TOKEN)
+    assert verified.format == "opaque" and verified.machine_id == "svc-caller"
+    assert verified.id.startswith("sha256:") and OPAQUE_TOKEN not in verified.id
+    expected = "Basic " + base64.b64encode(b"receiver:receiver-secret").decode()
+    assert issuer.introspection_auth[-1] == expected
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"active": False},
+        {"aud": "https://other.example"},
+        {"aud": None},
+        {"iss": "https://evil.example"},
+        {"exp": int(time.time()) - 10},
+    ],
+)
+def test_introspection_answers_that_do_not_vouch_for_this_resource_are_401(issuer, change):
+    changed = {**issuer.introspection, **change}
+    issuer.introspection = {k: v for k, v in changed.items() if v is not None}
+    with pytest.raises(InvalidTokenError):
+        make_verifier(issuer).verify(OPAQUE_TOKEN)
+
+
+@pytest.mark.parametrize("status", [401, 500])
+def test_introspection_refusing_the_receiver_or_failing_is_503(issuer, status):
+    issuer.introspection_status = status
+    with pytest.raises(IssuerUnavailableError):
+        make_verifier(issuer).verify(OPAQUE_TOKEN)
+
+
+def test_without_receiver_credentials_an_opaque_token_is_refused_unasked(issuer):
+    asked = len(issuer.introspection_auth)
+    verifier = make_verifier(issuer, client_id=None, client_secret=None)
+    with pytest.raises(InvalidTokenError):
+        verifier.verify(OPAQUE_TOKEN)
+    assert len(issuer.introspection_auth) == asked
+
+
+def test_a_cached_introspection_is_reused(issuer):
+    verifier = make_verifier(issuer, introspection_cache_seconds=60)
+    asked = len(issuer.introspection_auth)
+    assert verifier.verify(OPAQUE_TOKEN) == verifier.verify(OPAQUE_TOKEN)
+    assert len(issuer.introspection_auth) == asked + 1
+
+
+# -- allowlist and scopes -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("token_kind", ["jwt", "opaque"])
+def test_allowlist_and_required_scopes_apply_to_both_kinds(issuer, token_kind):
+    token = access_token(issuer) if token_kind == "jwt" else OPAQUE_TOKEN
+    make_verifier(
+        issuer, allowed_callers={"svc-caller"}, required_scopes={"messages:write"}
+    ).verify(token)
+    with pytest.raises(CallerNotAllowedError, match="not allowed"):
+        make_verifier(issuer, allowed_callers={"svc-other"}).verify(token)
+    with pytest.raises(CallerNotAllowedError, match="scope"):
+        make_verifier(issuer, required_scopes={"messages:admin"}).verify(token)
+
+
+# -- the app ------------------------------------------------------------------------------------
+
+
+def oauth_app(issuer: FakeIssuer, **extra: str):
+    env = {
+        "M2M_SKIP_DOTENV": "1",
+        "M2M_PROVIDER": "oauth",
+        "OAUTH_ISSUER_URL": issuer.issuer,
+        "OAUTH_AUDIENCE": AUDIENCE,
+        "OAUTH_CLIENT_ID": RECEIVER_CLIENT[0],
+        "OAUTH_CLIENT_SECRET": RECEIVER_CLIENT[1],
+        **extra,
+    }
+    return create_app(env).test_client()
+
+
+def post(client, token: str):
+    return client.post(
+        "/receive", json={"message": "hi"}, headers={"Authorization": f"Bearer {token}"}
+    )
+
+
+def test_the_app_answers_as_before_for_oauth_tokens(issuer):
+    client = oauth_app(issuer, M2M_ALLOWED_CALLERS="svc-caller")
+    ok = post(client, access_token(issuer))
+    assert ok.status_code == 200 and ok.json["from"] == "svc-caller"
+    assert post(client, OPAQUE_TOKEN).json["token"]["format"] == "opaque"
+    refused = post(client, forged(issuer, "wrong aud"))
+    assert refused.status_code == 401
+    assert 'error="invalid_token"' in refused.headers["WWW-Authenticate"]
+    other = post(oauth_app(issuer, M2M_ALLOWED_CALLERS="svc-other"), access_token(issuer))
+    assert other.status_code == 403
+    assert 'error="insufficient_scope"' in other.headers["WWW-Authenticate"]

@@ -33,7 +33,7 @@ from locust import FastHttpUser, between, events, task
 from locust.exception import StopUser
 from locust.runners import MasterRunner, WorkerRunner
 
-from loadtest import gate, tls, webui
+from loadtest import gate, server_metrics, tls, webui
 from loadtest.issuer_client import IssuerClient, IssuerError
 from loadtest.settings import Keys, Option, TargetRefused, check_targets, describe_targets
 from loadtest.tokens import FreshJwt, PreparedTokens, key_id
@@ -53,6 +53,7 @@ class RunState:
     tokens: PreparedTokens | None = None
     fresh_jwt: FreshJwt | None = None
     verdict: gate.Verdict | None = None  # the last stopped run's, shown in the web UI
+    receiver_at_start: server_metrics.Buckets | None = None  # the receiver's /metrics histogram
 
 
 STATE = RunState()
@@ -165,9 +166,36 @@ def judge(environment) -> gate.Verdict:
     shape = environment.shape_class
     checks = shape.gate_checks() if hasattr(shape, "gate_checks") else []
     STATE.verdict = gate.evaluate(environment.stats, STATE.thresholds, checks)
+    report_server_latency(environment)
     print(STATE.verdict.line(), flush=True)
     logger.info("%s", STATE.verdict.line())  # the web UI's Logs tab
     return STATE.verdict
+
+
+@events.test_start.add_listener
+def scrape_receiver_at_start(environment, **_kwargs) -> None:
+    """The receiver's latency histogram before the run, so the report shows this run's part."""
+    if judges(environment):
+        options = environment.parsed_options
+        verify = tls.requests_verify(options.ca_bundle)
+        STATE.receiver_at_start = server_metrics.scrape(options.receiver_url, verify)
+
+
+def report_server_latency(environment) -> None:
+    """When the receiver's /metrics answers: its verification latency next to Locust's, printed
+    and written next to the CSV reports (`<csv prefix>_server_latency.md`)."""
+    options = environment.parsed_options
+    after = server_metrics.scrape(options.receiver_url, tls.requests_verify(options.ca_bundle))
+    if after is None:
+        print("loadtest: the receiver's /metrics is not reachable: no server-side view", flush=True)
+        return
+    entries = list(environment.stats.entries.values())
+    table = server_metrics.rows(server_metrics.since(STATE.receiver_at_start, after), entries)
+    text = server_metrics.markdown(table)
+    print("loadtest: verification latency, client side (Locust) and server side (receiver "
+          "/metrics, bucket upper bounds):\n" + text, flush=True)  # fmt: skip
+    if options.csv_prefix:
+        Path(f"{options.csv_prefix}_server_latency.md").write_text(text + "\n")
 
 
 @events.test_stop.add_listener

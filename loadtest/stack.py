@@ -217,7 +217,12 @@ class Stack:
             **extra_env,
         }
         env = {name: value for name, value in env.items() if value is not None}
-        return self._server("receiver_app", free_port(), env, target)
+        port = free_port()
+        # prometheus-client's multiprocess mode: /metrics adds up every gunicorn worker.
+        metrics_dir = self.workdir / f"receiver-metrics-{port}"
+        metrics_dir.mkdir()
+        env.setdefault("PROMETHEUS_MULTIPROC_DIR", str(metrics_dir))
+        return self._server("receiver_app", port, env, target)
 
     def start(self) -> Stack:
         for server in self.servers.values():

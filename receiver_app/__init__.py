@@ -35,9 +35,10 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     if app.logger.level == logging.NOTSET:
         app.logger.setLevel(logging.INFO)  # token rejections and issuer trouble are INFO/WARNING
 
-    from . import routes
+    from . import metrics, routes
 
     app.register_blueprint(routes.bp)
+    metrics.install(app)  # GET /metrics: what the receiver saw (receiver_app/metrics.py)
     return app
 
 

@@ -82,6 +82,14 @@ def test_smoke_run_passes_the_gate_and_writes_csv_and_html_reports(stack, tmp_pa
     assert rows["Aggregated"]["Failure Count"] == "0"
     html = (tmp_path / "report.html").read_text()
     assert "/receive (opaque)" in html
+    # The receiver's own view (its /metrics) next to Locust's, printed and written as Markdown.
+    server_table = (tmp_path / "locust_server_latency.md").read_text()
+    assert server_table in result.stdout
+    for token_format in ("opaque", "jwt"):
+        row = next(row for row in server_table.splitlines() if row.startswith(f"| {token_format} "))
+        cells = [cell.strip() for cell in row.strip("|").split("|")]
+        assert int(cells[1]) > 0 and int(cells[4]) >= int(cells[1]), row
+        assert cells[5].startswith("<= ") and cells[6].startswith("<= "), row
 
 
 def test_impossible_threshold_fails_the_gate_once_in_distributed_mode(stack, tmp_path):

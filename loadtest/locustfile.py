@@ -165,7 +165,10 @@ def judge(environment) -> gate.Verdict:
     """Judge the run (the master's merged stats in distributed mode) and print the verdict."""
     shape = environment.shape_class
     checks = shape.gate_checks() if hasattr(shape, "gate_checks") else []
-    STATE.verdict = gate.evaluate(environment.stats, STATE.thresholds, checks)
+    if hasattr(shape, "judge"):  # the capacity finder judges by its steps
+        STATE.verdict = shape.judge(environment.stats)
+    else:
+        STATE.verdict = gate.evaluate(environment.stats, STATE.thresholds, checks)
     report_server_latency(environment)
     print(STATE.verdict.line(), flush=True)
     logger.info("%s", STATE.verdict.line())  # the web UI's Logs tab

@@ -111,10 +111,11 @@ class Server:
     threads: int = 1
     target: str = ""  # gunicorn's "module:factory()"; default "<app>:create_app()"
     process: subprocess.Popen | None = None
+    host: str = "127.0.0.1"  # another address only inside a test's network namespace
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     @property
     def control_socket(self) -> Path:
@@ -123,7 +124,7 @@ class Server:
 
     def start(self) -> None:
         args = [sys.executable, "-m", "gunicorn", "--workers", str(self.workers),
-                "--threads", str(self.threads), "--bind", f"127.0.0.1:{self.port}",
+                "--threads", str(self.threads), "--bind", f"{self.host}:{self.port}",
                 "--graceful-timeout", "5", "--control-socket", str(self.control_socket),
                 self.target or f"{self.app}:create_app()"]  # fmt: skip
         with self.log_path.open("ab") as log:
@@ -174,11 +175,12 @@ class Stack:
     receiver_target: str = ""
     seed: Seed = field(default_factory=Seed.random)
     servers: dict[str, Server] = field(default_factory=dict)
+    host: str = "127.0.0.1"  # where every server binds (tests/test_loadtest_netns.py: not loopback)
 
     def __post_init__(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         issuer_port = free_port()
-        issuer_url = f"http://127.0.0.1:{issuer_port}"
+        issuer_url = f"http://{self.host}:{issuer_port}"
         seed_path = self.workdir / "seed.json"
         seed_path.write_text(json.dumps(self.seed.as_json()))
         self.servers["issuer"] = self._server("mock_issuer", issuer_port, {
@@ -196,8 +198,8 @@ class Stack:
         })  # fmt: skip
 
     def _server(self, app: str, port: int, env: dict[str, str], target: str = "") -> Server:
-        return Server(app, port, env, self.workdir / f"{app}-{port}.log",
-                      workers=self.workers, threads=self.threads, target=target)  # fmt: skip
+        return Server(app, port, env, self.workdir / f"{app}-{port}.log", workers=self.workers,
+                      threads=self.threads, target=target, host=self.host)  # fmt: skip
 
     def receiver_server(self, extra_env: dict[str, str | None], target: str = "") -> Server:
         """A receiver wired to this stack's issuer; `extra_env` tunes it (e.g. its cache; None

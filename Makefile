@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-requirements
 
-.PHONY: run test lint format loadtest loadtest-long bench demo-check fuzz venv clean oidc-provider
+.PHONY: run test lint format loadtest loadtest-long loadtest-capacity bench demo-check fuzz venv clean oidc-provider
 
 $(STAMP): requirements.txt
 	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11+ is needed, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
@@ -50,6 +50,11 @@ loadtest-long: $(STAMP)
 	$(PY) -m loadtest.stack rotation
 	$(PY) -m loadtest.stack distributed
 	$(PY) -m loadtest.stack long
+
+# The capacity finder: verifications/s per path (opaque, cached opaque, JWT, caller chain) before
+# p95 or failures break the limits; table + chart in reports/capacity/. A few minutes.
+loadtest-capacity: $(STAMP)
+	$(PY) -m loadtest.capacity
 
 # The one benchmark: verifier cost, receiver and issuer throughput, and the cost of token
 # reuse, measured in one run, printed as one table and written to bench-results.md.

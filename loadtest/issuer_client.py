@@ -25,12 +25,17 @@ class IssuerClient:
 
     issuer_url: str
     timeout_s: float = 10.0
+    verify: bool | str = True  # requests' `verify`: True, or a private CA bundle's path
 
     def _post(self, path: str, key: str, body: dict, expect: int) -> dict:
         url = f"{self.issuer_url.rstrip('/')}{path}"
         try:
             response = requests.post(
-                url, json=body, headers={"Authorization": f"Bearer {key}"}, timeout=self.timeout_s
+                url,
+                json=body,
+                headers={"Authorization": f"Bearer {key}"},
+                timeout=self.timeout_s,
+                verify=self.verify,
             )
         except requests.RequestException as exc:
             raise IssuerError(f"POST {path}: {type(exc).__name__}") from None

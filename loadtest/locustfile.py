@@ -8,7 +8,9 @@ User classes (run any subset by naming them on the command line):
   NegativeUser      garbage, expired, revoked and out-of-scope tokens: success = the 401
 
 Targets and thresholds are Locust options (also env vars / config file keys); keys are env
-vars only. See loadtest/README.md.
+vars only. A target off loopback needs --allow-remote; HTTPS is always verified (--ca-bundle for a
+private CA). The gate judges the run when it stops: exit code of a headless run, and the "Gate"
+tab of the web UI. See loadtest/README.md.
 """
 
 from __future__ import annotations
@@ -31,16 +33,9 @@ from locust import FastHttpUser, between, events, task
 from locust.exception import StopUser
 from locust.runners import MasterRunner, WorkerRunner
 
-from loadtest import gate
+from loadtest import gate, server_metrics, tls, webui
 from loadtest.issuer_client import IssuerClient, IssuerError
-from loadtest.settings import (
-    Keys,
-    Option,
-    RunRefused,
-    TargetRefused,
-    check_run_bounds,
-    check_targets,
-)
+from loadtest.settings import Keys, Option, TargetRefused, check_targets, describe_targets
 from loadtest.tokens import FreshJwt, PreparedTokens, key_id
 
 logger = logging.getLogger("loadtest")
@@ -57,6 +52,8 @@ class RunState:
     thresholds: gate.Thresholds | None = None
     tokens: PreparedTokens | None = None
     fresh_jwt: FreshJwt | None = None
+    verdict: gate.Verdict | None = None  # the last stopped run's, shown in the web UI
+    receiver_at_start: server_metrics.Buckets | None = None  # the receiver's /metrics histogram
 
 
 STATE = RunState()
@@ -72,6 +69,10 @@ OPTIONS = (
            "Base URL of the receiver"),
     Option("--caller-url", "LOADTEST_CALLER_URL", "http://127.0.0.1:8781",
            "Base URL of the caller"),
+    Option("--allow-remote", "LOADTEST_ALLOW_REMOTE", False,
+           "Acknowledge targets off this machine's loopback (you may load them)"),
+    Option("--ca-bundle", "LOADTEST_CA_BUNDLE", "",
+           "PEM CA bundle to verify HTTPS targets with (default: the system's trust store)"),
     Option("--max-fail-ratio", "LOADTEST_MAX_FAIL_RATIO", 0.0,
            "Gate: highest failure ratio (0..1) allowed for any request name"),
     Option("--p95-ms", "LOADTEST_P95_MS", 1000.0,
@@ -94,24 +95,21 @@ def add_options(parser) -> None:
     config file (`--config loadtest/locust.conf`)."""
     if os.environ.get("M2M_SKIP_DOTENV") != "1":
         load_dotenv(Path(__file__).resolve().parent / ".env", override=False)
-    # A master listens for its workers on loopback, not on every interface (Locust's default).
-    parser.set_defaults(master_bind_host="127.0.0.1")
+    # A master listens for its workers, and the web UI for browsers, on loopback rather than on
+    # every interface (Locust's defaults); across machines, give --master-bind-host explicitly.
+    parser.set_defaults(master_bind_host="127.0.0.1", web_host="127.0.0.1")
     for option in OPTIONS:
         option.add_to(parser)
 
 
 @events.init.add_listener
 def aim_users(environment, **_kwargs) -> None:
-    """Point each user class at its service, after refusing an unbounded run and targets this test
-    must not hit (exit 2, one line on stderr, before any request)."""
+    """Print the resolved targets, then point each user class at its service, after refusing
+    targets this run must not hit (exit 2, one line on stderr, before any request)."""
     options = environment.parsed_options
     if options is None:  # Locust used as a library: the caller sets hosts itself
         return
     try:
-        if not options.worker:  # the master (or a local run) bounds the whole run
-            check_run_bounds(
-                headless=options.headless, run_time_s=options.run_time, users=options.num_users
-            )
         if environment.host:
             raise TargetRefused(
                 "--host would send every user to one service; use --issuer-url, "
@@ -122,18 +120,23 @@ def aim_users(environment, **_kwargs) -> None:
             "receiver-url": options.receiver_url,
             "caller-url": options.caller_url,
         }
-        check_targets(targets)
+        print(describe_targets(targets), flush=True)
+        check_targets(targets, allow_remote=options.allow_remote)
+        tls.check_ca_bundle(options.ca_bundle)
         STATE.thresholds = thresholds_from(options)
         STATE.keys = Keys.from_env()
         if not STATE.keys.caller_secret_key:
             raise TargetRefused("LOADTEST_CALLER_SECRET_KEY (the caller's ak_ key) is not set")
-    except (RunRefused, TargetRefused, ValueError) as exc:
+    except (TargetRefused, ValueError) as exc:
         sys.stderr.write(f"loadtest: {exc}\n")
         sys.stderr.flush()
         if isinstance(environment.runner, MasterRunner) and options.processes:
             stop_forked_workers(environment.runner, options.processes)
         sys.exit(2)
-    STATE.issuer = IssuerClient(options.issuer_url)
+    STATE.issuer = IssuerClient(options.issuer_url, verify=tls.requests_verify(options.ca_bundle))
+    ServiceUser.ssl_context_factory = staticmethod(tls.context_factory(options.ca_bundle))
+    if environment.web_ui:
+        webui.install(environment.web_ui, lambda: STATE.verdict)
     IssueTokensUser.host = options.issuer_url
     for user_class in (OpaqueVerifyUser, JwtVerifyUser, NegativeUser):
         user_class.host = options.receiver_url
@@ -158,16 +161,67 @@ def thresholds_from(options) -> gate.Thresholds:
     )
 
 
-@events.quitting.add_listener
-def apply_gate(environment, **_kwargs) -> None:
-    """Judge the run once (the master's merged stats in distributed mode) and set the exit code."""
-    if isinstance(environment.runner, WorkerRunner) or STATE.thresholds is None:
-        return
+def judge(environment) -> gate.Verdict:
+    """Judge the run (the master's merged stats in distributed mode) and print the verdict."""
     shape = environment.shape_class
     checks = shape.gate_checks() if hasattr(shape, "gate_checks") else []
-    verdict = gate.evaluate(environment.stats, STATE.thresholds, checks)
-    print(verdict.line(), flush=True)
+    if hasattr(shape, "judge"):  # the capacity finder judges by its steps
+        STATE.verdict = shape.judge(environment.stats)
+    else:
+        STATE.verdict = gate.evaluate(environment.stats, STATE.thresholds, checks)
+    report_server_latency(environment)
+    print(STATE.verdict.line(), flush=True)
+    logger.info("%s", STATE.verdict.line())  # the web UI's Logs tab
+    return STATE.verdict
+
+
+@events.test_start.add_listener
+def scrape_receiver_at_start(environment, **_kwargs) -> None:
+    """The receiver's latency histogram before the run, so the report shows this run's part."""
+    if judges(environment):
+        options = environment.parsed_options
+        verify = tls.requests_verify(options.ca_bundle)
+        STATE.receiver_at_start = server_metrics.scrape(options.receiver_url, verify)
+
+
+def report_server_latency(environment) -> None:
+    """When the receiver's /metrics answers: its verification latency next to Locust's, printed
+    and written next to the CSV reports (`<csv prefix>_server_latency.md`)."""
+    options = environment.parsed_options
+    after = server_metrics.scrape(options.receiver_url, tls.requests_verify(options.ca_bundle))
+    if after is None:
+        print("loadtest: the receiver's /metrics is not reachable: no server-side view", flush=True)
+        return
+    entries = list(environment.stats.entries.values())
+    table = server_metrics.rows(server_metrics.since(STATE.receiver_at_start, after), entries)
+    text = server_metrics.markdown(table)
+    print("loadtest: verification latency, client side (Locust) and server side (receiver "
+          "/metrics, bucket upper bounds):\n" + text, flush=True)  # fmt: skip
+    if options.csv_prefix:
+        Path(f"{options.csv_prefix}_server_latency.md").write_text(text + "\n")
+
+
+@events.test_stop.add_listener
+def judge_stopped_ui_run(environment, **_kwargs) -> None:
+    """In the web UI a stopped run is judged at once (the process keeps running)."""
+    if judges(environment) and not environment.parsed_options.headless:
+        judge(environment)
+
+
+@events.quitting.add_listener
+def apply_gate(environment, **_kwargs) -> None:
+    """Judge a headless run once when it ends and make the verdict its exit code; a web UI
+    session exits with its last stopped run's verdict."""
+    if not judges(environment):
+        return
+    headless = environment.parsed_options.headless
+    verdict = judge(environment) if headless or STATE.verdict is None else STATE.verdict
     environment.process_exit_code = verdict.exit_code
+
+
+def judges(environment) -> bool:
+    """Only the master (or a single local process) judges, once its options were accepted."""
+    return not isinstance(environment.runner, WorkerRunner) and STATE.thresholds is not None
 
 
 # ---- tokens, prepared once per process -------------------------------------------------------
@@ -234,10 +288,20 @@ def expect_status(response, status: int) -> None:
     if response.status_code == status:
         response.success()
         return
+    if not response.status_code:
+        response.failure(connection_failure(response))
+        return
     code = ""
     with contextlib.suppress(ValueError, KeyError, IndexError, TypeError):
         code = str(response.json()["errors"][0]["code"])
     response.failure(f"expected HTTP {status}, got {response.status_code} {code}".rstrip())
+
+
+def connection_failure(response) -> str:
+    """Why no HTTP answer came (refused, timeout, certificate not trusted): the error's type and
+    message (never the request's headers), so a TLS problem is named in the report."""
+    error = getattr(response, "error", None)
+    return f"no HTTP answer: {type(error).__name__}: {error}" if error else "no HTTP answer"
 
 
 def expect_invalid_token(response) -> None:
@@ -247,6 +311,8 @@ def expect_invalid_token(response) -> None:
         response.success()
     elif response.status_code == 401:
         response.failure('401 without WWW-Authenticate: Bearer error="invalid_token"')
+    elif not response.status_code:
+        response.failure(connection_failure(response))
     else:
         response.failure(f"expected HTTP 401 invalid_token, got {response.status_code}")
 
@@ -255,6 +321,7 @@ class ServiceUser(FastHttpUser):
     """Shared settings: bounded timeouts, short think time."""
 
     abstract = True
+    insecure = False  # HTTPS certificates are verified (FastHttpUser's default is not to)
     network_timeout = 10.0
     connection_timeout = 5.0
     wait_time = between(0.05, 0.25)

@@ -26,6 +26,7 @@ from locust.stats import RequestStats
 from loadtest.issuer_client import IssuerClient, IssuerError
 from loadtest.rotation_plan import check_both_keys_verified, check_no_jwt_failures, planned_users
 from loadtest.settings import Keys, Option
+from loadtest.tls import requests_verify
 
 logger = logging.getLogger("loadtest")
 
@@ -83,7 +84,8 @@ class RampSpikeRotateShape(LoadTestShape):
             key = Keys.from_env().instance_secret_key
             if not key:
                 raise IssuerError("CLERK_SECRET_KEY (the instance key) is not set")
-            IssuerClient(options.issuer_url).rotate_signing_key(key, options.rotate_path)
+            issuer = IssuerClient(options.issuer_url, verify=requests_verify(options.ca_bundle))
+            issuer.rotate_signing_key(key, options.rotate_path)
             logger.info("loadtest: signing key rotated at %.1f s", self.rotation.at_s)
         except IssuerError as exc:
             error = exc

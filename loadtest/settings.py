@@ -1,8 +1,9 @@
-"""Where the load test aims, with which keys, and how big a run may be: refusals come before any
-traffic.
+"""Where the load test aims and with which keys: refusals come before any traffic.
 
 Locust options (`--issuer-url`, ...) carry the targets; the machine and instance keys come only
-from environment variables so they never show in a process list or in Locust's web UI.
+from environment variables so they never show in a process list or in Locust's web UI. A target
+off this machine's loopback needs one explicit acknowledgement (`--allow-remote` or
+`LOADTEST_ALLOW_REMOTE=1`); there are no caps on users or run time: a user's run is their choice.
 """
 
 from __future__ import annotations
@@ -13,17 +14,14 @@ import socket
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-# Every run is bounded: a run time is required, and neither it nor the user count may exceed these.
-MAX_RUN_TIME_S = 30 * 60
-MAX_USERS = 200
+ALLOW_REMOTE_HINT = (
+    "add --allow-remote (or LOADTEST_ALLOW_REMOTE=1, or `allow-remote = true` in the config "
+    "file) to load-test it, only if you are allowed to put load on it"
+)
 
 
 class TargetRefused(ValueError):
     """A target URL that this load test will not send traffic to."""
-
-
-class RunRefused(ValueError):
-    """A run this load test will not start: unbounded in time or users, or the web UI."""
 
 
 @dataclass(frozen=True)
@@ -48,40 +46,20 @@ class Keys:
 @dataclass(frozen=True)
 class Option:
     """A Locust command-line option that is also an environment variable and a config file key;
-    its type is the default's (str or float)."""
+    its type is the default's (str or float; a bool default makes a flag, set by `1`/`true`)."""
 
     flag: str
     env_var: str
-    default: str | float
+    default: str | float | bool
     help: str
 
     def add_to(self, parser) -> None:
+        if isinstance(self.default, bool):
+            parser.add_argument(self.flag, action="store_true", env_var=self.env_var,
+                                default=self.default, help=self.help)  # fmt: skip
+            return
         parser.add_argument(self.flag, type=type(self.default), env_var=self.env_var,
                             default=self.default, help=self.help)  # fmt: skip
-
-
-def check_run_bounds(*, headless: bool, run_time_s: int | None, users: int | None) -> None:
-    """Refuse a run that is not bounded in time and users (the master's or a local run's options).
-
-    The web UI is refused too: it lets anyone type any user count and runs until stopped.
-    """
-    if not headless:
-        raise RunRefused(
-            "the web UI is not allowed (it has no run time and takes any user count); "
-            "run with --headless and -t"
-        )
-    if not run_time_s:
-        raise RunRefused(
-            f"no run time: give -t/--run-time (at most {MAX_RUN_TIME_S // 60} min), so the "
-            "run is bounded"
-        )
-    if run_time_s > MAX_RUN_TIME_S:
-        raise RunRefused(
-            f"run time {run_time_s} s is above the cap of {MAX_RUN_TIME_S} s "
-            f"({MAX_RUN_TIME_S // 60} min)"
-        )
-    if users is not None and users > MAX_USERS:
-        raise RunRefused(f"{users} users is above the cap of {MAX_USERS}")
 
 
 def loopback_addresses(host: str) -> bool:
@@ -105,15 +83,22 @@ def is_loopback_url(url: str) -> bool:
     return loopback_addresses(urlsplit(url).hostname or "")
 
 
-def check_targets(urls: dict[str, str]) -> None:
-    """Refuse a malformed target and any target that is not on this machine's loopback."""
+def check_targets(urls: dict[str, str], allow_remote: bool = False) -> None:
+    """Refuse a malformed target, and a target off this machine's loopback unless acknowledged."""
     for option, url in urls.items():
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise TargetRefused(f"{option}={url!r} is not an http(s) URL")
-        if not is_loopback_url(url):
+        if not allow_remote and not is_loopback_url(url):
             raise TargetRefused(
-                f"{option}={url!r} is not a loopback address; load tests send traffic only to "
-                "127.0.0.0/8, [::1] or localhost (run your service locally, or reach it through "
-                "a port-forward on 127.0.0.1)"
+                f"{option}={url!r} is not a loopback address (127.0.0.0/8, [::1], localhost); "
+                + ALLOW_REMOTE_HINT
             )
+
+
+def describe_targets(urls: dict[str, str]) -> str:
+    """One line naming every resolved target and whether it is local or remote."""
+    return "loadtest: targets: " + ", ".join(
+        f"{option}={url} ({'loopback' if is_loopback_url(url) else 'REMOTE'})"
+        for option, url in urls.items()
+    )

@@ -96,11 +96,12 @@ class Stack:
     receiver_target: str = ""
     seed: Seed = field(default_factory=Seed.random)
     servers: dict[str, Server] = field(default_factory=dict)
+    host: str = "127.0.0.1"  # where every server binds (tests/test_loadtest_netns.py: not loopback)
 
     def __post_init__(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         issuer_port = free_port()
-        issuer_url = f"http://127.0.0.1:{issuer_port}"
+        issuer_url = f"http://{self.host}:{issuer_port}"
         seed_path = self.workdir / "seed.json"
         seed_path.write_text(json.dumps(self.seed.as_json()))
         issuer_env = {
@@ -132,6 +133,7 @@ class Stack:
             log_path=log_path,
             cwd=REPO_ROOT,
             name=app,
+            host=self.host,
         )
 
     def receiver_server(self, extra_env: dict[str, str | None], target: str = "") -> Server:
@@ -150,7 +152,12 @@ class Stack:
             **extra_env,
         }
         env = {name: value for name, value in env.items() if value is not None}
-        return self._server("receiver_app", free_port(), env, target)
+        port = free_port()
+        # prometheus-client's multiprocess mode: /metrics adds up every gunicorn worker.
+        metrics_dir = self.workdir / f"receiver-metrics-{port}"
+        metrics_dir.mkdir()
+        env.setdefault("PROMETHEUS_MULTIPROC_DIR", str(metrics_dir))
+        return self._server("receiver_app", port, env, target)
 
     def start(self) -> Stack:
         start_all(list(self.servers.values()))

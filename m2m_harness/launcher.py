@@ -62,8 +62,8 @@ def port_is_free(port: int) -> bool:
         return True
 
 
-def local_url(port: int) -> str:
-    return f"http://{HOST}:{port}"
+def local_url(port: int, host: str = HOST) -> str:
+    return f"http://{host}:{port}"
 
 
 def base_env() -> dict[str, str]:
@@ -83,18 +83,24 @@ def app_target(app: str) -> str:
 
 
 def server_command(
-    app: str, port: int, server: str = "flask", workers: int = 2, threads: int = 1
+    app: str,
+    port: int,
+    server: str = "flask",
+    workers: int = 2,
+    threads: int = 1,
+    host: str = HOST,
 ) -> list[str]:
-    """The command line serving `app` on 127.0.0.1:`port` with Flask's dev server or gunicorn."""
+    """The command line serving `app` on `host`:`port` (127.0.0.1 unless a test binds an
+    address inside its own network namespace) with Flask's dev server or gunicorn."""
     target = app_target(app)
     if server == "flask":
-        options = f"run --host {HOST} --port {port} --no-reload"
+        options = f"run --host {host} --port {port} --no-reload"
         return [sys.executable, "-m", "flask", "--app", target, *options.split()]
     if server == "gunicorn":
         # --no-control-socket: gunicorn 27 otherwise makes every instance share one socket
         # under ~/.gunicorn, and concurrent servers take it over from each other.
         options = (
-            f"--workers {workers} --threads {threads} --bind {HOST}:{port} "
+            f"--workers {workers} --threads {threads} --bind {host}:{port} "
             "--graceful-timeout 5 --no-control-socket"
         )
         return [sys.executable, "-m", "gunicorn", *options.split(), target]
@@ -171,6 +177,7 @@ class AppProcess:
     on_line: Callable[[str], None] | None = field(default=None, repr=False)
     cwd: Path | None = None
     name: str = ""
+    host: str = HOST  # another address only inside a test's own network namespace
     process: subprocess.Popen | None = field(default=None, repr=False)
     _tail: collections.deque[str] = field(
         default_factory=lambda: collections.deque(maxlen=TAIL_LINES), repr=False
@@ -182,7 +189,7 @@ class AppProcess:
 
     @property
     def url(self) -> str:
-        return local_url(self.port)
+        return local_url(self.port, self.host)
 
     @property
     def pid(self) -> int | None:
@@ -193,7 +200,9 @@ class AppProcess:
         return self.process is not None and not leader_exited(self.process.pid)
 
     def command(self) -> list[str]:
-        return server_command(self.app, self.port, self.server, self.workers, self.threads)
+        return server_command(
+            self.app, self.port, self.server, self.workers, self.threads, self.host
+        )
 
     def start(self) -> AppProcess:
         """Start the process (without waiting for it: see `wait_healthy`)."""

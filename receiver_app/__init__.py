@@ -38,9 +38,10 @@ def create_app(config: Mapping[str, object] | None = None) -> Flask:
     app.extensions["settings"] = settings
     app.extensions[EXTENSION_KEY] = build_verifier(settings)
 
-    from . import routes
+    from . import metrics, routes
 
     app.register_blueprint(routes.bp)
+    metrics.install(app)  # GET /metrics: what the receiver saw (receiver_app/metrics.py)
     return app
 
 

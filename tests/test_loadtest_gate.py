@@ -11,6 +11,7 @@ import math
 import socket
 from dataclasses import dataclass, field
 
+import configargparse
 import pytest
 
 from loadtest.gate import Thresholds, evaluate, parse_limits
@@ -20,12 +21,10 @@ from loadtest.rotation_plan import (
     planned_users,
 )
 from loadtest.settings import (
-    MAX_RUN_TIME_S,
-    MAX_USERS,
-    RunRefused,
+    Option,
     TargetRefused,
-    check_run_bounds,
     check_targets,
+    describe_targets,
     is_loopback_url,
 )
 
@@ -145,10 +144,36 @@ def test_loopback_targets_are_accepted(url):
         "http://0.0.0.0",
     ],
 )
-def test_non_loopback_target_is_refused_with_no_way_to_opt_in(url, monkeypatch):
-    monkeypatch.setenv("LOADTEST_ALLOW_REMOTE", "1")  # the old opt-in no longer means anything
-    with pytest.raises(TargetRefused, match="is not a loopback address"):
+def test_non_loopback_target_needs_the_remote_acknowledgement(url):
+    with pytest.raises(TargetRefused, match="is not a loopback address") as refused:
         check_targets({"receiver-url": url})
+    message = str(refused.value)
+    assert "--allow-remote" in message and "LOADTEST_ALLOW_REMOTE=1" in message
+    check_targets({"receiver-url": url}, allow_remote=True)
+
+
+def test_the_remote_acknowledgement_does_not_accept_a_malformed_target():
+    with pytest.raises(TargetRefused, match="not an http"):
+        check_targets({"caller-url": "file:///etc/passwd"}, allow_remote=True)
+
+
+def test_the_resolved_targets_are_described_as_loopback_or_remote():
+    line = describe_targets(
+        {"issuer-url": "http://127.0.0.1:1", "receiver-url": "https://10.0.0.9"}
+    )
+    assert line == (
+        "loadtest: targets: issuer-url=http://127.0.0.1:1 (loopback), "
+        "receiver-url=https://10.0.0.9 (REMOTE)"
+    )
+
+
+@pytest.mark.parametrize(("value", "expected"), [("1", True), ("true", True), ("0", False)])
+def test_the_allow_remote_flag_is_also_an_environment_variable(value, expected, monkeypatch):
+    parser = configargparse.ArgumentParser()
+    Option("--allow-remote", "LOADTEST_ALLOW_REMOTE", False, "").add_to(parser)
+    monkeypatch.setenv("LOADTEST_ALLOW_REMOTE", value)
+    assert parser.parse_args([]).allow_remote is expected
+    assert parser.parse_args(["--allow-remote"]).allow_remote is True
 
 
 def test_a_name_that_resolves_somewhere_is_not_trusted_as_loopback():
@@ -188,23 +213,3 @@ def test_rotation_needs_successful_jwts_from_two_keys_and_no_jwt_failure():
     )
     both = Stats([fast("/receive (jwt start kid=k1)"), fast("/receive (jwt fresh kid=k2)")])
     assert check_both_keys_verified(both) is None and check_no_jwt_failures(both) is None
-
-
-def test_a_headless_run_within_the_caps_is_allowed():
-    check_run_bounds(headless=True, run_time_s=MAX_RUN_TIME_S, users=MAX_USERS)
-    check_run_bounds(headless=True, run_time_s=5, users=None)  # Locust's default: one user
-
-
-@pytest.mark.parametrize(
-    ("headless", "run_time_s", "users", "reason"),
-    [
-        (True, None, 5, "no run time"),
-        (True, 0, 5, "no run time"),
-        (True, MAX_RUN_TIME_S + 1, 5, "above the cap of 1800 s"),
-        (True, 60, MAX_USERS + 1, "above the cap of 200"),
-        (False, 60, 5, "web UI is not allowed"),
-    ],
-)
-def test_an_unbounded_run_or_the_web_ui_is_refused(headless, run_time_s, users, reason):
-    with pytest.raises(RunRefused, match=reason):
-        check_run_bounds(headless=headless, run_time_s=run_time_s, users=users)

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import psutil
 import pytest
+import requests
 
-from loadtest.stack import REPO_ROOT, Stack, clean_env, master_port_args
+from loadtest.stack import REPO_ROOT, Stack, clean_env, free_port, master_port_args
 
 pytestmark = [pytest.mark.e2e, pytest.mark.load]
 
@@ -69,6 +70,9 @@ def test_smoke_run_passes_the_gate_and_writes_csv_and_html_reports(stack, tmp_pa
     result = run_locust(stack, tmp_path, "-u", "5", "-r", "5", "-t", "5s")
 
     assert result.returncode == 0, output(result)
+    targets = result.stdout.splitlines()[0]  # every run names its resolved targets first
+    assert targets.startswith("loadtest: targets: ")
+    assert f"receiver-url={stack.servers['receiver'].url} (loopback)" in targets
     verdict = one_verdict(result)
     assert verdict.startswith("LOADTEST PASS: ")
     rows = stats_rows(tmp_path)
@@ -81,6 +85,14 @@ def test_smoke_run_passes_the_gate_and_writes_csv_and_html_reports(stack, tmp_pa
     assert rows["Aggregated"]["Failure Count"] == "0"
     html = (tmp_path / "report.html").read_text()
     assert "/receive (opaque)" in html
+    # The receiver's own view (its /metrics) next to Locust's, printed and written as Markdown.
+    server_table = (tmp_path / "locust_server_latency.md").read_text()
+    assert server_table in result.stdout
+    for token_format in ("opaque", "jwt"):
+        row = next(row for row in server_table.splitlines() if row.startswith(f"| {token_format} "))
+        cells = [cell.strip() for cell in row.strip("|").split("|")]
+        assert int(cells[1]) > 0 and int(cells[4]) >= int(cells[1]), row
+        assert cells[5].startswith("<= ") and cells[6].startswith("<= "), row
 
 
 def test_impossible_threshold_fails_the_gate_once_in_distributed_mode(stack, tmp_path):
@@ -127,36 +139,58 @@ def test_a_non_loopback_target_is_refused_before_any_traffic(stack, tmp_path):
     )
 
     assert result.returncode == 2
-    assert "is not a loopback address" in result.stderr
+    assert "is not a loopback address" in result.stderr and "--allow-remote" in result.stderr
     assert not verdict_lines(result)
     sent = stats_rows(tmp_path) if (tmp_path / "locust_stats.csv").exists() else {}
     assert all(row["Request Count"] == "0" for row in sent.values())
 
 
-@pytest.mark.parametrize(
-    ("args", "reason"),
-    [
-        (["--headless", "-u", "2", "OpaqueVerifyUser"], "no run time: give -t/--run-time"),
-        (["--headless", "-u", "2", "-t", "31m"], "above the cap of 1800 s"),
-        (["--headless", "-u", "201", "-t", "10s"], "201 users is above the cap of 200"),
-        (["-u", "2", "-t", "10s"], "the web UI is not allowed"),
-    ],
-    ids=["no-run-time", "run-time-over-cap", "users-over-cap", "web-ui"],
-)
-def test_an_unbounded_direct_locust_run_is_refused_with_one_line(args, reason):
-    """`locust -f loadtest/locustfile.py ...` without the config file: exit 2 before any traffic."""
-    nowhere = "http://127.0.0.1:9"  # the discard port: nothing answers even if the guard failed
-    env = {**clean_env(), "LOADTEST_CALLER_SECRET_KEY": "ak_unused", "LOADTEST_ISSUER_URL": nowhere,
-           "LOADTEST_RECEIVER_URL": nowhere, "LOADTEST_CALLER_URL": nowhere}  # fmt: skip
-    result = subprocess.run(
-        [sys.executable, "-m", "locust", "-f", LOCUSTFILE, *args],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=30,
-    )  # fmt: skip
+def test_a_run_above_the_old_caps_is_the_users_choice(stack, tmp_path):
+    """No cap on users or run time: 250 users asked, spawned at 2/s, so 3 s start only a few."""
+    result = run_locust(stack, tmp_path, "OpaqueVerifyUser", "-u", "250", "-r", "2", "-t", "3s")
 
-    assert result.returncode == 2, output(result)
-    refusals = [line for line in result.stderr.splitlines() if line.startswith("loadtest: ")]
-    assert len(refusals) == 1 and reason in refusals[0], output(result)
-    assert not verdict_lines(result)
+    assert result.returncode == 0, output(result)
+    assert one_verdict(result).startswith("LOADTEST PASS: ")
+    assert "above the cap" not in result.stderr
+
+
+def test_the_web_ui_runs_and_shows_the_gate_verdict_when_the_run_stops(stack, tmp_path):
+    """Locust's web UI (on loopback) with --autostart: the Gate tab's data and /gate show the
+    verdict once the run stops, and the process exits with it."""
+    port = free_port()
+    command = [sys.executable, "-m", "locust", "-f", LOCUSTFILE, "OpaqueVerifyUser", "-u", "2",
+               "-r", "2", "-t", "3s", "--autostart", "--autoquit", "4", "--web-port", str(port),
+               "--p95-ms", "0.001"]  # fmt: skip
+    with subprocess.Popen(
+        command, cwd=REPO_ROOT, env={**clean_env(), **stack.locust_env()},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    ) as process:  # fmt: skip
+        try:
+            gate = poll_gate(f"http://127.0.0.1:{port}", timeout_s=30)
+            stats = requests.get(f"http://127.0.0.1:{port}/stats/requests", timeout=5).json()
+            stdout, stderr = process.communicate(timeout=30)
+        finally:
+            process.kill()
+    assert gate["judged"] and not gate["passed"], gate
+    assert gate["line"].startswith("LOADTEST FAIL: ") and "ms > 0.001 ms" in gate["line"]
+    tab = next(t for t in stats["extendedStats"] if t["key"] == "loadtest-gate")
+    assert tab["data"][0]["verdict"] == "FAIL"
+    assert process.returncode == 1, f"{stdout[-2000:]}\n{stderr[-2000:]}"
+    assert gate["line"] in stdout
+
+
+def poll_gate(ui_url: str, timeout_s: float) -> dict:
+    """`GET /gate` until the run is judged (bounded by `timeout_s`)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            answer = requests.get(f"{ui_url}/gate", timeout=2).json()
+            if answer["judged"]:
+                return answer
+        except requests.RequestException:
+            pass
+        time.sleep(0.3)
+    raise AssertionError(f"the web UI at {ui_url} showed no verdict within {timeout_s} s")
 
 
 def test_a_refused_distributed_run_leaves_no_worker_behind(tmp_path):
@@ -164,13 +198,14 @@ def test_a_refused_distributed_run_leaves_no_worker_behind(tmp_path):
     (Locust's parent leaves them retrying to connect for 5 minutes)."""
     port_args = master_port_args()  # its unique port also names this run's processes below
     result = subprocess.run(
-        [sys.executable, "-m", "locust", "-f", LOCUSTFILE, "--headless", "-u", "2",
+        [sys.executable, "-m", "locust", "-f", LOCUSTFILE, "--headless", "-u", "2", "-t", "5s",
          "--processes", "2", *port_args],
-        cwd=REPO_ROOT, env={**clean_env(), "LOADTEST_CALLER_SECRET_KEY": "ak_unused"},
+        cwd=REPO_ROOT, env={**clean_env(), "LOADTEST_CALLER_SECRET_KEY": "ak_unused",
+                            "LOADTEST_RECEIVER_URL": "http://192.0.2.1:9"},
         capture_output=True, text=True, timeout=30,
     )  # fmt: skip
 
-    assert result.returncode == 2 and "no run time" in result.stderr, output(result)
+    assert result.returncode == 2 and "--allow-remote" in result.stderr, output(result)
     marker = " ".join(port_args[-2:])
 
     def leftovers() -> list[psutil.Process]:

@@ -323,3 +323,17 @@ def test_the_app_answers_as_before_for_oauth_tokens(issuer):
     other = post(oauth_app(issuer, M2M_ALLOWED_CALLERS="svc-other"), access_token(issuer))
     assert other.status_code == 403
     assert 'error="insufficient_scope"' in other.headers["WWW-Authenticate"]
+
+
+def test_metrics_count_oauth_verifications_and_issuer_calls_with_bounded_labels(issuer):
+    client = oauth_app(issuer)
+    assert post(client, access_token(issuer)).status_code == 200
+    assert post(client, OPAQUE_TOKEN).status_code == 200
+    assert post(client, forged(issuer, "wrong aud")).status_code == 401
+    text = client.get("/metrics").text
+    assert 'receiver_verifications_total{format="jwt",outcome="ok"} 1.0' in text
+    assert 'receiver_verifications_total{format="jwt",outcome="invalid_token"} 1.0' in text
+    assert 'receiver_verifications_total{format="opaque",outcome="ok"} 1.0' in text
+    for route in ("discovery", "jwks", "introspect"):
+        assert f'route="{route}",status="2xx"' in text, route
+    assert AUDIENCE not in text and "svc-caller" not in text

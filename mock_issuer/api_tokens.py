@@ -7,7 +7,7 @@ from typing import Any
 
 from flask import Blueprint, current_app, jsonify, request
 
-from . import ids, machines, retention, tokens
+from . import ids, machines, tokens
 from .auth import authenticate, require_machine
 from .db_access import get_conn
 from .errors import invalid_param, machine_not_found, missing_param, not_found
@@ -58,12 +58,6 @@ def create_token() -> Any:
         seconds_until_expiration=seconds,
         claims=data.get("claims"),
         min_remaining_ttl_seconds=min_remaining,
-    )
-    config = current_app.config
-    retention.maybe_prune(
-        conn,
-        config["MOCK_ISSUER_DB"],
-        retention_ms=round(config["MOCK_ISSUER_RETENTION_DAYS"] * 86_400_000),
     )
     return jsonify(created.token.to_dict(token=created.secret)), 201
 

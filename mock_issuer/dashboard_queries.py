@@ -1,8 +1,7 @@
 """Read-only usage counts the core's service layer does not offer (yet): counts since an
-instant (the month-to-date cost estimate) and counts of new records by id (the Prometheus
-counters).
+instant (the month-to-date cost estimate) and all-time counts (the Prometheus counters).
 
-Reads the same `usage_events` table `usage.record()` writes; nothing here writes.
+Reads the counters the `usage_events` trigger keeps (rollups.py); nothing here writes.
 """
 
 from __future__ import annotations
@@ -10,35 +9,24 @@ from __future__ import annotations
 import sqlite3
 from collections import Counter
 
-from . import usage
+from . import rollups, usage
 
 CountKey = tuple[str, str, str]  # (kind, format, outcome)
+_END_OF_TIME = 2**62
 
 
 def counts_since(conn: sqlite3.Connection, since_ms: int = 0) -> Counter[CountKey]:
-    """How many usage records of each (kind, format, outcome) have `ts >= since_ms`."""
-    rows = conn.execute(
-        "SELECT kind, format, outcome, COUNT(*) FROM usage_events WHERE ts >= ?"
-        " GROUP BY kind, format, outcome",
-        (since_ms,),
-    ).fetchall()
-    return Counter({(r[0], r[1], r[2]): r[3] for r in rows if r[1] in usage.FORMATS})
+    """How many usage records of each (kind, format, outcome) have `ts >= since_ms`, counted
+    from the start of since_ms's minute: per-minute counters are the finest kept for a month."""
+    since = since_ms // rollups.MINUTE_MS * rollups.MINUTE_MS
+    rows = rollups.grouped_counts(conn, since, _END_OF_TIME)
+    return Counter({(r[1], r[2], r[3]): r[4] for r in rows if r[2] in usage.FORMATS})
 
 
-def last_usage_id(conn: sqlite3.Connection) -> int:
-    """The id of the newest usage record (0 when there is none)."""
-    return conn.execute("SELECT COALESCE(MAX(id), 0) FROM usage_events").fetchone()[0]
-
-
-def counts_between_ids(conn: sqlite3.Connection, after_id: int, up_to_id: int) -> Counter[CountKey]:
-    """Counts of the records with after_id < id <= up_to_id: a range scan of the primary key,
-    so a scraper can add only what is new since its last look. Writers take SQLite's write
-    lock in turn, so ids become visible in increasing order and none is skipped."""
-    rows = conn.execute(
-        "SELECT kind, format, outcome, COUNT(*) FROM usage_events WHERE id > ? AND id <= ?"
-        " GROUP BY kind, format, outcome",
-        (after_id, up_to_id),
-    ).fetchall()
+def all_time_counts(conn: sqlite3.Connection) -> Counter[CountKey]:
+    """Every usage record since the database was created, by (kind, format, outcome): a read
+    of a dozen rows, whatever the history."""
+    rows = conn.execute("SELECT kind, format, outcome, n FROM usage_totals").fetchall()
     return Counter({(r[0], r[1], r[2]): r[3] for r in rows if r[1] in usage.FORMATS})
 
 

@@ -2,7 +2,8 @@
 
 Each record: time, kind (`create`, `reuse` or `verify`), token format, subject machine (the
 token's owner, when known) and outcome (`ok` or `failed`). Records are written in the same
-transaction as the operation they describe.
+transaction as the operation they describe; a trigger adds each to the rollups (rollups.py),
+which every report reads.
 """
 
 from __future__ import annotations
@@ -10,11 +11,14 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-from . import db
+from . import db, rollups
 
 RANGES = {"hour": 3600, "day": 86_400, "30d": 30 * 86_400}
 DEFAULT_BUCKETS = {"hour": 60, "day": 3600, "30d": 86_400}
 MAX_BUCKETS = 2000
+# Ranges whose buckets may be any whole number of seconds; the others take whole minutes,
+# since per-second counters are kept only a few hours (retention.py).
+SECOND_BUCKET_RANGES = ("hour",)
 FORMATS = ("opaque", "jwt")
 
 
@@ -65,7 +69,9 @@ def usage_report(
     bucket_seconds: int | None = None,
     now: int | None = None,
 ) -> dict[str, Any]:
-    """Counts per bucket over the range ending now, totals, and totals per subject machine."""
+    """Counts per bucket over the range ending now, totals, and totals per subject machine,
+    read from the rollups (rollups.py). `bucket_seconds` must be whole minutes beyond the hour
+    range: per-second counters are kept only for the last hours."""
     now = now if now is not None else db.now_ms()
     span_ms = RANGES[range_name] * 1000
     bucket_ms = (bucket_seconds or DEFAULT_BUCKETS[range_name]) * 1000
@@ -75,34 +81,20 @@ def usage_report(
         start: {"start": start, "end": start + bucket_ms, **_empty_counts()}
         for start in range(first, now + 1, bucket_ms)
     }
-    where = "ts >= ? AND ts <= ?"
-    params: list[Any] = [first, now]
-    if machine_id:
-        where += " AND machine_id = ?"
-        params.append(machine_id)
     totals = _empty_counts()
-    rows = conn.execute(
-        f"SELECT (ts / ?) * ? AS bucket, kind, format, outcome, COUNT(*) AS n"  # noqa: S608
-        f" FROM usage_events WHERE {where} GROUP BY bucket, kind, format, outcome",
-        [bucket_ms, bucket_ms, *params],
-    ).fetchall()
+    rows = rollups.grouped_counts(conn, first, now + 1, bucket_ms=bucket_ms, machine_id=machine_id)
     for row in rows:
         if row["format"] not in FORMATS:
             continue
         _add(buckets[row["bucket"]], row["kind"], row["format"], row["outcome"], row["n"])
         _add(totals, row["kind"], row["format"], row["outcome"], row["n"])
-    per_machine: dict[str, dict[str, Any]] = {}
-    rows = conn.execute(
-        f"SELECT machine_id, kind, format, outcome, COUNT(*) AS n FROM usage_events"  # noqa: S608
-        f" WHERE {where} GROUP BY machine_id, kind, format, outcome",
-        params,
-    ).fetchall()
+    per_machine: dict[str | None, dict[str, Any]] = {}
+    rows = rollups.grouped_counts(conn, first, now + 1, per_machine=True, machine_id=machine_id)
     for row in rows:
         if row["format"] not in FORMATS:
             continue
-        entry = per_machine.setdefault(
-            row["machine_id"], {"machine_id": row["machine_id"], **_empty_counts()}
-        )
+        mid = row["machine_id"] or None  # '' in the counters: a verification of an unknown token
+        entry = per_machine.setdefault(mid, {"machine_id": mid, **_empty_counts()})
         _add(entry, row["kind"], row["format"], row["outcome"], row["n"])
     return {
         "object": "usage",

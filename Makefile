@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-requirements
 
-.PHONY: run test lint format loadtest loadtest-long loadtest-capacity bench demo-check fuzz venv clean oidc-provider
+.PHONY: run test lint format loadtest loadtest-long loadtest-capacity bench bench-scale demo-check fuzz venv clean oidc-provider
 
 $(STAMP): requirements.txt
 	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11+ is needed, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
@@ -60,6 +60,11 @@ loadtest-capacity: $(STAMP)
 # reuse, measured in one run, printed as one table and written to bench-results.md.
 bench: $(STAMP)
 	$(PY) scripts/bench.py
+
+# Does the issuer cost the same with 10k, 100k and 1M tokens behind it? One table, growth
+# factor per decade (a few minutes; `$(PY) scripts/bench_scale.py --quick` skips 1M).
+bench-scale: $(STAMP)
+	$(PY) scripts/bench_scale.py
 
 # The demo without waiting for Ctrl-C: exits 0 only if both calls succeeded.
 demo-check: $(STAMP)

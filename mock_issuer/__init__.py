@@ -46,6 +46,9 @@ def create_app(config: Mapping[str, object] | None = None) -> Flask:
     _register_blueprints(app)
     _register_cli(app, settings)
     _prepare_storage(settings)
+    from . import pruning  # retention in a background thread, off the request path
+
+    pruning.init_app(app)
     from . import faults  # fault injection and rate-limit emulation (ours, off by default)
 
     faults.init_app(app)

@@ -7,7 +7,7 @@ from typing import Any
 
 from flask import Blueprint, jsonify, request
 
-from . import ids, machines, retention, tokens
+from . import ids, machines, tokens
 from .auth import authenticate, require_machine
 from .config import current_settings
 from .db import get_conn
@@ -57,7 +57,6 @@ def create_token() -> Any:
         claims=data.get("claims"),
         min_remaining_ttl_seconds=min_remaining,
     )
-    retention.maybe_prune(conn, settings.mock_issuer_db, retention_ms=settings.retention_ms)
     return jsonify(created.token.to_dict(token=created.secret)), 201
 
 

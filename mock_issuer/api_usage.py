@@ -26,6 +26,8 @@ def get_usage() -> Any:
     if request.args.get("bucket"):
         min_bucket = max(1, -(-span // usage.MAX_BUCKETS))
         bucket = query_int("bucket", 0, min_bucket, span)
+        if bucket % 60 and range_name not in usage.SECOND_BUCKET_RANGES:
+            raise invalid_param("bucket", f"must be whole minutes for range {range_name}")
     machine_id = request.args.get("machine_id") or None
     if machine_id is not None and not ids.is_machine_id(machine_id):
         raise invalid_param("machine_id", "must be a machine id (mch_ + 27 characters)")

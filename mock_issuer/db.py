@@ -15,11 +15,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from . import rollups
 from .config import current_settings
 
 BUSY_TIMEOUT_MS = 10_000
 
-SCHEMA = """
+SCHEMA = (
+    """
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -66,7 +68,13 @@ CREATE TABLE IF NOT EXISTS m2m_tokens (
     updated_at INTEGER NOT NULL,
     wrapped BLOB
 );
-CREATE INDEX IF NOT EXISTS m2m_tokens_subject ON m2m_tokens (subject, created_at);
+-- Token lists (tokens.list_tokens), newest first: a page reads its own rows, not the history.
+-- Live tokens of a subject (the default list) and its count: (subject, revoked, ...).
+DROP INDEX IF EXISTS m2m_tokens_subject;
+CREATE INDEX IF NOT EXISTS m2m_tokens_subject_newest ON m2m_tokens (subject, created_at, id);
+CREATE INDEX IF NOT EXISTS m2m_tokens_unrevoked_newest
+    ON m2m_tokens (subject, revoked, created_at, id);
+CREATE INDEX IF NOT EXISTS m2m_tokens_unrevoked_expiry ON m2m_tokens (subject, revoked, expiration);
 -- The reuse lookup (min_remaining_ttl_seconds): equality on subject, claims and scopes, then a
 -- range on expiration, over reusable live tokens only; without it the lookup read every token
 -- the machine ever minted while holding the write lock.
@@ -112,7 +120,15 @@ CREATE TABLE IF NOT EXISTS usage_events (
     outcome TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS usage_events_ts ON usage_events (ts);
+-- Who prunes (pruning.py): one process at a time holds the lease until `expires_at`.
+CREATE TABLE IF NOT EXISTS leases (
+    name TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,
+    expires_at INTEGER NOT NULL
+);
 """
+    + rollups.SCHEMA
+)
 
 _local = threading.local()
 

@@ -2,8 +2,8 @@
 
 Everything is read from the database at scrape time (custom collectors), so the numbers are
 the same whichever gunicorn worker answers the scrape, never go backwards when another worker
-answers, and survive restarts. Token counters come from the usage table (each process keeps a
-running total and reads only the records added since its previous scrape). Request latency is
+answers, and survive restarts. Token counters come from the all-time usage counters
+(rollups.py). Request latency is
 added to a small histogram table by every request (one upsert, ~30 us) instead of living in
 each worker's memory, where every scrape would see only the answering worker's requests. That
 table lives in its own SQLite file next to the database (`<name>.metrics.db`): recording a
@@ -16,7 +16,6 @@ import bisect
 import logging
 import math
 import sqlite3
-import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator
@@ -30,7 +29,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from . import db, usage
-from .usage import CountKey, counts_between_ids, last_usage_id
+from .usage import CountKey, all_time_counts
 
 log = logging.getLogger("mock_issuer")
 
@@ -58,28 +57,15 @@ _last_warning = 0.0
 
 
 class UsageCollector(Collector):
-    """Creation and verification counters computed from the issuer's usage records.
-
-    The first scrape counts the whole table; later ones add only the records appended since
-    (an id range scan), so a scrape stays cheap however long the issuer has run.
-    """
+    """Creation and verification counters from the issuer's all-time usage counters, which
+    every usage record adds to in its own transaction: a scrape reads a dozen rows, the first
+    one included, however long the issuer has run."""
 
     def __init__(self, db_path: str) -> None:
         self.db_path = db_path
-        self._lock = threading.Lock()
-        self._last_id = 0
-        self._counts: Counter[CountKey] = Counter()
 
     def _current_counts(self) -> Counter[CountKey]:
-        conn = db.connect(self.db_path)
-        with self._lock:
-            newest = last_usage_id(conn)
-            if newest < self._last_id:  # the database was replaced: start again
-                self._last_id, self._counts = 0, Counter()
-            if newest > self._last_id:
-                self._counts += counts_between_ids(conn, self._last_id, newest)
-                self._last_id = newest
-            return Counter(self._counts)
+        return all_time_counts(db.connect(self.db_path))
 
     def describe(self) -> Iterator[CounterMetricFamily]:
         """The metric names without samples (so registering does not touch the database)."""

@@ -7,12 +7,11 @@ Routes parse the request and call `oauth_tokens`; every error is an RFC 6749 §5
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Any
 
 from flask import Blueprint, Flask, Response
 
-from . import db, retention
+from . import db
 from .config import current_settings
 from .db import get_conn
 from .oauth_errors import OAuthError, invalid_request, json_answer, register_error_handlers
@@ -55,16 +54,14 @@ def token() -> Response:
     if any(not r for r in resources):
         raise OAuthError("invalid_target", "resource must not be empty")
     scope = (form.get("scope") or "").split() or None
-    conn = get_conn()
     issued = issue(
-        conn,
+        get_conn(),
         client.client_id,
         resources=resources,
         scope=scope,
         token_format=token_format,
         issuer_url=_issuer_url(),
     )
-    _prune(conn)
     return json_answer(
         {
             "access_token": issued.access_token,
@@ -73,12 +70,6 @@ def token() -> Response:
             "scope": issued.scope,
         }
     )
-
-
-def _prune(conn: sqlite3.Connection) -> None:
-    """Retention runs after mints, OAuth ones included (at most once a minute per process)."""
-    settings = current_settings()
-    retention.maybe_prune(conn, settings.mock_issuer_db, retention_ms=settings.retention_ms)
 
 
 def _token_param() -> tuple[str, str]:

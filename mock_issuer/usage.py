@@ -2,7 +2,8 @@
 
 Each record: time, kind (`create`, `reuse` or `verify`), token format, subject machine (the
 token's owner, when known) and outcome (`ok` or `failed`). Records are written in the same
-transaction as the operation they describe.
+transaction as the operation they describe; a trigger adds each to the rollups (rollups.py),
+which every report reads.
 """
 
 from __future__ import annotations
@@ -11,14 +12,18 @@ import sqlite3
 from collections import Counter
 from typing import Any
 
-from . import db
+from . import db, rollups
 
 RANGES = {"hour": 3600, "day": 86_400, "30d": 30 * 86_400}
 DEFAULT_BUCKETS = {"hour": 60, "day": 3600, "30d": 86_400}
 MAX_BUCKETS = 2000
+# Ranges whose buckets may be any whole number of seconds; the others take whole minutes,
+# since per-second counters are kept only a few hours (retention.py).
+SECOND_BUCKET_RANGES = ("hour",)
 FORMATS = ("opaque", "jwt")
 
 CountKey = tuple[str, str, str]  # (kind, format, outcome)
+_END_OF_TIME = 2**62
 
 
 def record(
@@ -68,7 +73,9 @@ def usage_report(
     bucket_seconds: int | None = None,
     now: int | None = None,
 ) -> dict[str, Any]:
-    """Counts per bucket over the range ending now, totals, and totals per subject machine."""
+    """Counts per bucket over the range ending now, totals, and totals per subject machine,
+    read from the rollups (rollups.py). `bucket_seconds` must be whole minutes beyond the hour
+    range: per-second counters are kept only for the last hours."""
     now = now if now is not None else db.now_ms()
     span_ms = RANGES[range_name] * 1000
     bucket_ms = (bucket_seconds or DEFAULT_BUCKETS[range_name]) * 1000
@@ -78,34 +85,20 @@ def usage_report(
         start: {"start": start, "end": start + bucket_ms, **_empty_counts()}
         for start in range(first, now + 1, bucket_ms)
     }
-    where = "ts >= ? AND ts <= ?"
-    params: list[Any] = [first, now]
-    if machine_id:
-        where += " AND machine_id = ?"
-        params.append(machine_id)
     totals = _empty_counts()
-    rows = conn.execute(
-        f"SELECT (ts / ?) * ? AS bucket, kind, format, outcome, COUNT(*) AS n"  # noqa: S608
-        f" FROM usage_events WHERE {where} GROUP BY bucket, kind, format, outcome",
-        [bucket_ms, bucket_ms, *params],
-    ).fetchall()
+    rows = rollups.grouped_counts(conn, first, now + 1, bucket_ms=bucket_ms, machine_id=machine_id)
     for row in rows:
         if row["format"] not in FORMATS:
             continue
         _add(buckets[row["bucket"]], row["kind"], row["format"], row["outcome"], row["n"])
         _add(totals, row["kind"], row["format"], row["outcome"], row["n"])
-    per_machine: dict[str, dict[str, Any]] = {}
-    rows = conn.execute(
-        f"SELECT machine_id, kind, format, outcome, COUNT(*) AS n FROM usage_events"  # noqa: S608
-        f" WHERE {where} GROUP BY machine_id, kind, format, outcome",
-        params,
-    ).fetchall()
+    per_machine: dict[str | None, dict[str, Any]] = {}
+    rows = rollups.grouped_counts(conn, first, now + 1, per_machine=True, machine_id=machine_id)
     for row in rows:
         if row["format"] not in FORMATS:
             continue
-        entry = per_machine.setdefault(
-            row["machine_id"], {"machine_id": row["machine_id"], **_empty_counts()}
-        )
+        mid = row["machine_id"] or None  # '' in the counters: a verification of an unknown token
+        entry = per_machine.setdefault(mid, {"machine_id": mid, **_empty_counts()})
         _add(entry, row["kind"], row["format"], row["outcome"], row["n"])
     return {
         "object": "usage",
@@ -124,32 +117,15 @@ def usage_report(
 
 
 def counts_since(conn: sqlite3.Connection, since_ms: int = 0) -> Counter[CountKey]:
-    """How many usage records of each (kind, format, outcome) have `ts >= since_ms`."""
-    rows = conn.execute(
-        "SELECT kind, format, outcome, COUNT(*) FROM usage_events WHERE ts >= ?"
-        " GROUP BY kind, format, outcome",
-        (since_ms,),
-    ).fetchall()
-    return _counts(rows)
+    """How many usage records of each (kind, format, outcome) have `ts >= since_ms`, counted
+    from the start of since_ms's minute: per-minute counters are the finest kept for a month."""
+    since = since_ms // rollups.MINUTE_MS * rollups.MINUTE_MS
+    rows = rollups.grouped_counts(conn, since, _END_OF_TIME)
+    return Counter({(r[1], r[2], r[3]): r[4] for r in rows if r[2] in FORMATS})
 
 
-def last_usage_id(conn: sqlite3.Connection) -> int:
-    """The id of the newest usage record (0 when there is none)."""
-    return conn.execute("SELECT COALESCE(MAX(id), 0) FROM usage_events").fetchone()[0]
-
-
-def counts_between_ids(conn: sqlite3.Connection, after_id: int, up_to_id: int) -> Counter[CountKey]:
-    """Counts of the records with after_id < id <= up_to_id: a range scan of the primary key,
-    so a scraper can add only what is new since its last look. Writers take SQLite's write
-    lock in turn, so ids become visible in increasing order and none is skipped."""
-    rows = conn.execute(
-        "SELECT kind, format, outcome, COUNT(*) FROM usage_events WHERE id > ? AND id <= ?"
-        " GROUP BY kind, format, outcome",
-        (after_id, up_to_id),
-    ).fetchall()
-    return _counts(rows)
-
-
-def _counts(rows: list[sqlite3.Row]) -> Counter[CountKey]:
-    """(kind, format, outcome, n) rows as a Counter; formats we do not chart are left out."""
+def all_time_counts(conn: sqlite3.Connection) -> Counter[CountKey]:
+    """Every usage record since the database was created, by (kind, format, outcome): a read
+    of a dozen rows, whatever the history (the Prometheus counters)."""
+    rows = conn.execute("SELECT kind, format, outcome, n FROM usage_totals").fetchall()
     return Counter({(r[0], r[1], r[2]): r[3] for r in rows if r[1] in FORMATS})

@@ -47,9 +47,9 @@ SK = {"Authorization": f"Bearer {TEST_SECRET_KEY}"}
 UNKNOWN_MACHINE = "mch_" + "u" * 27
 UNKNOWN_TOKEN_ID = "mt_" + "0" * 32
 TARGET = "{target}"  # replaced by a throwaway machine's id when the request is sent
-# Recording failed verifications is the point of usage_events: the only table a rejected
-# request may change.
-MAY_CHANGE_ON_REJECT = {"usage_events"}
+# Recording failed verifications is the point of usage_events (and of the counters its trigger
+# keeps): the only tables a rejected request may change.
+MAY_CHANGE_ON_REJECT = {"usage_events", "usage_rollups", "usage_totals"}
 KEYS = [
     TEST_SECRET_KEY, CALLER.secret_key, RECEIVER.secret_key, OUTSIDER.secret_key,
     "sk_test_" + "9" * 32, "ak_" + "9" * 32,

@@ -1,33 +1,26 @@
-"""Retention: pruning of expired JWT bookkeeping, old tokens and old usage records, and how
-often pruning runs (test client; the issuer's clock is moved instead of sleeping)."""
+"""Retention: pruning of expired JWT bookkeeping, old tokens and old usage records (test client;
+the issuer's clock is moved instead of sleeping). When and where it runs: test_issuer_pruning."""
 
 from __future__ import annotations
 
-import dataclasses
 import sqlite3
 
 import pytest
 
-from mock_issuer import create_app, db, retention
+from mock_issuer import create_app, db, retention, usage
 from mock_issuer.config import ConfigError, load_settings
+from mock_issuer.usage import all_time_counts, counts_since
 from tests.conftest import CALLER, RECEIVER, TEST_SECRET_KEY
 from tests.test_issuer_api import SK, advance_clock, assert_clerk_error, make_app, mint, verify
 
 DAY_MS = 86_400_000
+HOUR_MS = 3_600_000
 
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
     yield make_app(tmp_path_factory.mktemp("retention"))
     db.close_thread_connections()
-
-
-@pytest.fixture
-def short_retention(app, monkeypatch):
-    """Two seconds of retention, and a process that has not pruned yet."""
-    short = dataclasses.replace(app.extensions["settings"], mock_issuer_retention_days=2 / 86_400)
-    monkeypatch.setitem(app.extensions, "settings", short)
-    monkeypatch.setattr(retention, "_last_run", {})
 
 
 def conn_of(app) -> sqlite3.Connection:
@@ -62,24 +55,29 @@ def test_prune_keeps_tokens_for_the_retention_period_and_jwt_rows_only_while_liv
     assert live not in remaining  # it expired after an hour, so it too is 30 days past
 
 
-def test_usage_records_are_kept_at_least_32_days_and_the_newest_always(tmp_path):
-    app = make_app(tmp_path)  # its own database: this test empties the usage table
+def test_usage_figures_are_kept_at_least_32_days_and_raw_records_an_hour(tmp_path):
+    app = make_app(tmp_path)  # its own database: this test empties the usage tables
     conn = conn_of(app)
     now = db.now_ms()
     with db.write(conn):
-        for age_days in (40, 33, 31, 1):
-            conn.execute(
-                "INSERT INTO usage_events (ts, kind, format, machine_id, outcome)"
-                " VALUES (?, 'create', 'opaque', ?, 'ok')",
-                (now - age_days * DAY_MS, CALLER.id),
-            )
-    retention.prune(conn, retention_ms=DAY_MS, now=now)  # a short token retention...
-    ages = sorted((now - ts) // DAY_MS for (ts,) in conn.execute("SELECT ts FROM usage_events"))
-    assert ages == [1, 31]  # ...still keeps the 30-day chart and the month so far
+        for age_ms in (40 * DAY_MS, 33 * DAY_MS, 31 * DAY_MS, DAY_MS, 3 * HOUR_MS, 10_000):
+            usage.record(conn, "create", "opaque", CALLER.id, ts=now - age_ms)
+    before = usage.usage_report(conn, "30d", now=now)
+    deleted = retention.prune(conn, retention_ms=DAY_MS, now=now)  # a short token retention...
+    ages = [(now - ts) // 1000 for (ts,) in conn.execute("SELECT ts FROM usage_events")]
+    assert ages == [10]  # raw records go after an hour
+    assert usage.usage_report(conn, "30d", now=now) == before  # ...figures stay for the 30 days
+    assert before["totals"]["creations"]["total"] == 3  # 1 day, 3 hours and 10 s old
+    assert counts_since(conn, now - 32 * DAY_MS)[("create", "opaque", "ok")] == 4  # ...the month
+    assert deleted["usage_events"] == 5 and deleted["usage_rollups"] > 0
+    oldest = dict(conn.execute("SELECT size, MIN(start) FROM usage_rollups GROUP BY size"))
+    assert now - oldest[1000] < 2 * HOUR_MS  # seconds: two hours
+    assert 31 * DAY_MS < now - oldest[60_000] < 32 * DAY_MS  # minutes and hours: 32 days
+    assert 31 * DAY_MS < now - oldest[HOUR_MS] < 32 * DAY_MS
 
-    newest = conn.execute("SELECT MAX(id) FROM usage_events").fetchone()[0]
     retention.prune(conn, retention_ms=DAY_MS, now=now + 400 * DAY_MS)
-    assert [r[0] for r in conn.execute("SELECT id FROM usage_events")] == [newest]
+    assert conn.execute("SELECT COUNT(*) FROM usage_rollups").fetchone()[0] == 0
+    assert all_time_counts(conn)[("create", "opaque", "ok")] == 6  # /metrics never goes back
     db.close_thread_connections()
 
 
@@ -96,21 +94,11 @@ def test_an_expired_jwt_answers_revoke_with_404_before_and_after_pruning(app, mo
     assert_clerk_error(after, 404, "resource_not_found")
 
 
-def test_minting_prunes_at_most_once_a_minute(app, short_retention, monkeypatch):
-    client, conn = app.test_client(), conn_of(app)
-    old = mint(client, seconds_until_expiration=1)["id"]  # the first mint prunes (nothing yet)
-    advance_clock(monkeypatch, 10)
-    mint(client)  # `old` is 9 s past expiry, but the last pruning was 10 s ago
-    assert old in ids_in(conn, "m2m_tokens")
-    advance_clock(monkeypatch, 60)
-    mint(client)
-    assert old not in ids_in(conn, "m2m_tokens")
-
-
-def test_pruning_does_not_touch_live_tokens(app, short_retention, monkeypatch):
+def test_pruning_does_not_touch_live_tokens(app, monkeypatch):
     client = app.test_client()
     token = mint(client, seconds_until_expiration=3600, min_remaining_ttl_seconds=60)
     advance_clock(monkeypatch, 120)
+    retention.prune(conn_of(app), retention_ms=2_000)
     assert mint(client, min_remaining_ttl_seconds=60)["id"] == token["id"]  # still reusable
     assert verify(client, token["token"], key=RECEIVER.secret_key).status_code == 200
 

@@ -70,6 +70,7 @@ def test_usage_parameter_errors(client):
         ("bucket=0", "bucket"),
         ("bucket=x", "bucket"),
         ("range=30d&bucket=60", "bucket"),
+        ("range=day&bucket=90", "bucket"),  # whole minutes beyond the hour range
         ("machine_id=bad", "machine_id"),
     ]
     for query, param in cases:
@@ -110,6 +111,7 @@ def issuer_config(tmp_path: Path, seed: str) -> dict:
         "CLERK_SECRET_KEY": TEST_SECRET_KEY,
         "MOCK_ISSUER_DB": str(tmp_path / "issuer.db"),
         "MOCK_ISSUER_SEED": seed,
+        "TESTING": True,
     }
 
 
@@ -188,6 +190,7 @@ def test_env_example_and_demo_seed_work_as_shipped(tmp_path, monkeypatch):
     monkeypatch.setenv("M2M_SKIP_DOTENV", "1")
     monkeypatch.chdir(tmp_path)  # the seed path must resolve from anywhere
     app = create_app()
+    app.testing = True  # no background pruning thread under the test client
     assert app.extensions["settings"].mock_issuer_url == "http://127.0.0.1:8780"
     demo = json.loads((REPO / "mock_issuer" / "demo_seed.json").read_text())["machines"]
     caller, receiver = demo[0], demo[1]

@@ -22,12 +22,12 @@ NO_SIGNATURE_CHECK = (
 )
 
 
-def make_user_project(pytester: pytest.Pytester, sabotage: tuple[str, str] | None = None) -> None:
+def make_user_project(path: Path, sabotage: tuple[str, str] | None = None) -> Path:
     """The example project with receiver_app's verifier copied in, as its README says to;
     `sabotage` (old, new) edits the copied verifier.py to take one check out."""
-    shutil.copytree(EXAMPLE / "orders_service", pytester.path / "orders_service")
-    shutil.copy(EXAMPLE / "test_orders.py", pytester.path / "test_orders.py")
-    package = pytester.path / "orders_service" / "m2m"
+    shutil.copytree(EXAMPLE / "orders_service", path / "orders_service")
+    shutil.copy(EXAMPLE / "test_orders.py", path / "test_orders.py")
+    package = path / "orders_service" / "m2m"
     package.mkdir()
     (package / "__init__.py").write_text("")
     for name in VERIFIER_FILES:
@@ -37,10 +37,11 @@ def make_user_project(pytester: pytest.Pytester, sabotage: tuple[str, str] | Non
         old, new = sabotage
         assert old in verifier.read_text(), "the sabotaged line is gone from verifier.py"
         verifier.write_text(verifier.read_text().replace(old, new))
+    return path
 
 
 def test_a_service_that_makes_every_check_passes_the_users_tests(pytester) -> None:
-    make_user_project(pytester)
+    make_user_project(pytester.path)
     result = pytester.runpytest(*PLUGIN, "-v")
     result.assert_outcomes(passed=2 + len(BAD_TOKEN_KINDS) + 1)
     for kind in BAD_TOKEN_KINDS:
@@ -63,7 +64,7 @@ def test_a_service_that_makes_every_check_passes_the_users_tests(pytester) -> No
 def test_a_service_missing_a_check_fails_naming_each_token_it_accepted(
     pytester, sabotage, accepted
 ) -> None:
-    make_user_project(pytester, sabotage)
+    make_user_project(pytester.path, sabotage)
     result = pytester.runpytest(*PLUGIN, "-k", "bad_token")
     result.assert_outcomes(passed=len(BAD_TOKEN_KINDS) - len(accepted), failed=len(accepted))
     for kind in accepted:

@@ -98,3 +98,8 @@ def test_an_issuer_url_without_its_secret_key_is_a_usage_error(pytester) -> None
     result = pytester.runpytest(*PLUGIN, "--m2m-issuer-url=http://127.0.0.1:9")
     result.stdout.fnmatch_lines(["*--m2m-issuer-url needs --m2m-issuer-secret-key*"])
     assert result.ret != 0
+
+
+def test_the_readme_shows_the_example_test_file_these_tests_run() -> None:
+    readme = (REPO_ROOT / "README.md").read_text()
+    assert f"```python\n{(EXAMPLE / 'test_orders.py').read_text()}```" in readme

@@ -82,13 +82,14 @@ def _environment(config: Mapping[str, object]) -> dict[str, str]:
 
 
 def _register_blueprints(app: Flask) -> None:
-    from . import api_jwks, api_machines, api_tokens, api_usage
+    from . import api_jwks, api_machines, api_test_signing, api_tokens, api_usage
 
     app.register_blueprint(api_machines.bp)
     app.register_blueprint(api_tokens.bp, url_prefix="/v1", name="m2m_tokens_v1")
     app.register_blueprint(api_tokens.bp, url_prefix="", name="m2m_tokens")
     app.register_blueprint(api_jwks.bp)
     app.register_blueprint(api_usage.bp)
+    app.register_blueprint(api_test_signing.bp)  # POST /v1/_sign, for rejection tests
     from . import metrics
 
     dashboard.init_app(app)  # /dashboard: usage charts and machine management

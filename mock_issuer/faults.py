@@ -35,6 +35,7 @@ from .requests_util import as_int, as_number, as_str, json_body, require
 log = logging.getLogger("mock_issuer")
 
 ADMIN_PATH = "/v1/_faults"
+OUR_ADMIN_PREFIX = "/v1/_"  # our routes off Clerk's surface: /v1/_faults, /v1/_sign
 RULE_FIELDS = {"route", "status", "retry_after", "delay_seconds", "count", "share"}
 MAX_RULES = 50
 MAX_DELAY_SECONDS = 60
@@ -154,7 +155,7 @@ def normalize_path(path: str) -> str:
 
 
 def _is_api(path: str) -> bool:
-    return path.startswith(_API_PREFIXES) and not path.startswith(ADMIN_PATH)
+    return path.startswith(_API_PREFIXES) and not path.startswith(OUR_ADMIN_PREFIX)
 
 
 def api_routes(app: Flask) -> set[str]:

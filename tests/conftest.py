@@ -5,11 +5,17 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
 
 from tests.harness import RunningApp, free_port, start_app
+
+# pytester runs the plugin's own tests. The plugin is this repository's m2m_harness.plugin,
+# unless the package is installed: then its `m2m` pytest11 entry point has registered it.
+PLUGIN = "m2m_harness.plugin"
+pytest_plugins = ["pytester", *([] if entry_points(group="pytest11", name="m2m") else [PLUGIN])]
 
 TEST_SECRET_KEY = "sk_test_pytest0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d"
 

@@ -56,8 +56,13 @@ class Option:
     help: str
 
     def add_to(self, parser) -> None:
-        parser.add_argument(self.flag, type=type(self.default), env_var=self.env_var,
-                            default=self.default, help=self.help)  # fmt: skip
+        parser.add_argument(
+            self.flag,
+            type=type(self.default),
+            env_var=self.env_var,
+            default=self.default,
+            help=self.help,
+        )
 
 
 def check_run_bounds(*, headless: bool, run_time_s: int | None, users: int | None) -> None:

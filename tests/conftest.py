@@ -34,14 +34,29 @@ def test_seed() -> dict:
     """caller -> receiver is the only scope; outsider may talk to nobody and nobody to it."""
     return {
         "machines": [
-            {"id": CALLER.id, "name": CALLER.name, "secret_key": CALLER.secret_key,
-             "default_token_ttl": 3600, "scoped_machines": [RECEIVER.id]},
-            {"id": RECEIVER.id, "name": RECEIVER.name, "secret_key": RECEIVER.secret_key,
-             "default_token_ttl": 3600, "scoped_machines": []},
-            {"id": OUTSIDER.id, "name": OUTSIDER.name, "secret_key": OUTSIDER.secret_key,
-             "default_token_ttl": 3600, "scoped_machines": []},
+            {
+                "id": CALLER.id,
+                "name": CALLER.name,
+                "secret_key": CALLER.secret_key,
+                "default_token_ttl": 3600,
+                "scoped_machines": [RECEIVER.id],
+            },
+            {
+                "id": RECEIVER.id,
+                "name": RECEIVER.name,
+                "secret_key": RECEIVER.secret_key,
+                "default_token_ttl": 3600,
+                "scoped_machines": [],
+            },
+            {
+                "id": OUTSIDER.id,
+                "name": OUTSIDER.name,
+                "secret_key": OUTSIDER.secret_key,
+                "default_token_ttl": 3600,
+                "scoped_machines": [],
+            },
         ]
-    }  # fmt: skip
+    }
 
 
 test_seed.__test__ = False  # a helper, not a test

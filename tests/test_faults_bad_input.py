@@ -51,9 +51,13 @@ TARGET = "{target}"  # replaced by a throwaway machine's id when the request is 
 # request may change.
 MAY_CHANGE_ON_REJECT = {"usage_events"}
 KEYS = [
-    TEST_SECRET_KEY, CALLER.secret_key, RECEIVER.secret_key, OUTSIDER.secret_key,
-    "sk_test_" + "9" * 32, "ak_" + "9" * 32,
-]  # fmt: skip
+    TEST_SECRET_KEY,
+    CALLER.secret_key,
+    RECEIVER.secret_key,
+    OUTSIDER.secret_key,
+    "sk_test_" + "9" * 32,
+    "ak_" + "9" * 32,
+]
 
 
 def strict_json(data: bytes) -> Any:
@@ -204,8 +208,11 @@ def body_for(fields: frozenset[str]) -> st.SearchStrategy[bytes | None]:
 @st.composite
 def issuer_requests(draw: st.DrawFn) -> FuzzRequest:
     if draw(st.integers(0, 9)) == 0:  # any method on any path
-        method = draw(st.sampled_from(["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD",
-                                       "OPTIONS", "PROPFIND"]))  # fmt: skip
+        method = draw(
+            st.sampled_from(
+                ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "PROPFIND"]
+            )
+        )
         segments = draw(st.lists(TEXT.filter(bool), max_size=3))
         path = "/" + "/".join(quote(s, safe="") for s in segments)
         fields: frozenset[str] = frozenset()
@@ -253,9 +260,10 @@ class IssuerUnderTest:
             or self.client.get(f"/v1/machines/{self.target}", headers=SK).status_code != 200
         ):
             resp = self.client.post(
-                "/v1/machines", json={"name": "fuzz-target", "scoped_machines": [RECEIVER.id]},
+                "/v1/machines",
+                json={"name": "fuzz-target", "scoped_machines": [RECEIVER.id]},
                 headers=SK,
-            )  # fmt: skip
+            )
             assert resp.status_code == 200, resp.json
             self.target = resp.json["id"]
         return self.target
@@ -277,14 +285,34 @@ def issuer_under_test(issuer_app) -> IssuerUnderTest:
 
 @fuzz_settings(200)
 @given(req=issuer_requests())
-@example(req=FuzzRequest("POST", "/v1/m2m_tokens", b"[" * 5000, "application/json",
-                         f"Bearer {CALLER.secret_key}"))  # fmt: skip
-@example(req=FuzzRequest("POST", "/v1/machines", b'{"name": "\\ud800"}', "application/json",
-                         f"Bearer {TEST_SECRET_KEY}"))  # fmt: skip
-@example(req=FuzzRequest("POST", "/m2m_tokens/verify", b'{"token": "mt_\\udfff"}', None,
-                         f"Bearer {RECEIVER.secret_key}"))  # fmt: skip
-@example(req=FuzzRequest("POST", "/m2m_tokens", b'{"claims": {"n": 1e400}}', None,
-                         f"Bearer {CALLER.secret_key}"))  # fmt: skip
+@example(
+    req=FuzzRequest(
+        "POST", "/v1/m2m_tokens", b"[" * 5000, "application/json", f"Bearer {CALLER.secret_key}"
+    )
+)
+@example(
+    req=FuzzRequest(
+        "POST",
+        "/v1/machines",
+        b'{"name": "\\ud800"}',
+        "application/json",
+        f"Bearer {TEST_SECRET_KEY}",
+    )
+)
+@example(
+    req=FuzzRequest(
+        "POST",
+        "/m2m_tokens/verify",
+        b'{"token": "mt_\\udfff"}',
+        None,
+        f"Bearer {RECEIVER.secret_key}",
+    )
+)
+@example(
+    req=FuzzRequest(
+        "POST", "/m2m_tokens", b'{"claims": {"n": 1e400}}', None, f"Bearer {CALLER.secret_key}"
+    )
+)
 def test_issuer_never_answers_5xx_always_uses_the_envelope_and_rejects_without_writing(
     issuer_under_test, req
 ):
@@ -303,10 +331,15 @@ def test_issuer_never_answers_5xx_always_uses_the_envelope_and_rejects_without_w
 
 @pytest.mark.parametrize(
     "body",
-    [b"[" * 5000, b'{"claims":' + b"[" * 3000 + b"]" * 3000 + b"}", b'{"claims": 1e400}',
-     b'{"claims": "\\ud800"}', b'{"claims": {"\\udfff": 1}}'],
+    [
+        b"[" * 5000,
+        b'{"claims":' + b"[" * 3000 + b"]" * 3000 + b"}",
+        b'{"claims": 1e400}',
+        b'{"claims": "\\ud800"}',
+        b'{"claims": {"\\udfff": 1}}',
+    ],
     ids=["nested-array", "nested-claims", "overflowing-float", "lone-surrogate", "surrogate-key"],
-)  # fmt: skip
+)
 def test_body_the_issuer_cannot_represent_is_a_400_naming_the_problem(issuer_under_test, body):
     """Found while building this campaign: these were 500s (RecursionError, UnicodeEncodeError
     in SQLite and in the token hash) or a stored `Infinity`, which is not JSON."""
@@ -375,9 +408,12 @@ def receiver_world(tmp_path_factory) -> Iterator[ReceiverWorld]:
             mp.delenv(name, raising=False)
         mp.setenv("M2M_SKIP_DOTENV", "1")
         app = receiver_app.create_app(
-            {"CLERK_API_URL": url, "CLERK_MACHINE_SECRET_KEY": RECEIVER.secret_key,
-             "CLERK_MACHINE_ID": RECEIVER.id}
-        )  # fmt: skip
+            {
+                "CLERK_API_URL": url,
+                "CLERK_MACHINE_SECRET_KEY": RECEIVER.secret_key,
+                "CLERK_MACHINE_ID": RECEIVER.id,
+            }
+        )
     app.testing = True
     yield ReceiverWorld(app.test_client(), valid, invalid)
     server.shutdown()

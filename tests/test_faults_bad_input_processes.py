@@ -57,11 +57,14 @@ def apps(xprocess, tmp_path_factory) -> Iterator[tuple[RunningApp, RunningApp]]:
     receiver = start_app(
         xprocess,
         "receiver_app",
-        {"CLERK_API_URL": issuer.url, "CLERK_MACHINE_SECRET_KEY": RECEIVER.secret_key,
-         "CLERK_MACHINE_ID": RECEIVER.id},
+        {
+            "CLERK_API_URL": issuer.url,
+            "CLERK_MACHINE_SECRET_KEY": RECEIVER.secret_key,
+            "CLERK_MACHINE_ID": RECEIVER.id,
+        },
         server="gunicorn",
         workers=1,
-    )  # fmt: skip
+    )
     for app, workers in ((issuer, 2), (receiver, 1)):  # /healthz answers once one is up
         deadline = time.monotonic() + 30
         while worker_boots(app) < workers:
@@ -91,9 +94,14 @@ def http_send(base: str, req: FuzzRequest, target: str) -> requests.Response:
         body = body.replace(json_bytes(TARGET)[1:-1], target.encode())
     try:
         return requests.request(
-            req.method, base + path, data=body, headers=req.headers(), params=req.query,
-            timeout=TIMEOUT, allow_redirects=False,
-        )  # fmt: skip
+            req.method,
+            base + path,
+            data=body,
+            headers=req.headers(),
+            params=req.query,
+            timeout=TIMEOUT,
+            allow_redirects=False,
+        )
     except (requests.exceptions.InvalidHeader, requests.exceptions.InvalidURL, ValueError):
         reject()  # `requests` itself refuses to send it
         raise AssertionError("unreachable") from None
@@ -102,8 +110,9 @@ def http_send(base: str, req: FuzzRequest, target: str) -> requests.Response:
 @pytest.fixture(scope="module")
 def target(apps) -> str:
     issuer = apps[0]
-    resp = requests.post(f"{issuer.url}/v1/machines", json={"name": "fuzz-target"}, headers=SK,
-                         timeout=TIMEOUT)  # fmt: skip
+    resp = requests.post(
+        f"{issuer.url}/v1/machines", json={"name": "fuzz-target"}, headers=SK, timeout=TIMEOUT
+    )
     return resp.json()["id"]
 
 
@@ -129,8 +138,12 @@ def receiver_tokens(apps) -> dict[str, list[str]]:
     issuer = apps[0]
 
     def mint(machine, **body: Any) -> str:
-        resp = requests.post(f"{issuer.url}/v1/m2m_tokens", json=body, timeout=TIMEOUT,
-                             headers={"Authorization": f"Bearer {machine.secret_key}"})  # fmt: skip
+        resp = requests.post(
+            f"{issuer.url}/v1/m2m_tokens",
+            json=body,
+            timeout=TIMEOUT,
+            headers={"Authorization": f"Bearer {machine.secret_key}"},
+        )
         return resp.json()["token"]
 
     return {
@@ -272,7 +285,9 @@ def test_malformed_http_gets_its_pinned_answer_and_no_worker_dies_or_data_change
     ak = {"Authorization": f"Bearer {CALLER.secret_key}"}
     token = requests.post(f"{issuer.url}/v1/m2m_tokens", json={}, headers=ak, timeout=TIMEOUT)
     resp = requests.post(
-        f"{receiver.url}/receive", json={"message": "still up"}, timeout=TIMEOUT,
+        f"{receiver.url}/receive",
+        json={"message": "still up"},
+        timeout=TIMEOUT,
         headers={"Authorization": f"Bearer {token.json()['token']}"},
-    )  # fmt: skip
+    )
     assert resp.status_code == 200

@@ -34,13 +34,29 @@ def stack(tmp_path_factory) -> Iterator[Stack]:
 def run_locust(
     stack: Stack, report_dir: Path, *args: str, files: str = LOCUSTFILE, env: dict | None = None
 ) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "locust", "--config", "loadtest/locust.conf", "-f", files,
-               "--headless", "--csv", str(report_dir / "locust"),
-               "--html", str(report_dir / "report.html"), *args]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "locust",
+        "--config",
+        "loadtest/locust.conf",
+        "-f",
+        files,
+        "--headless",
+        "--csv",
+        str(report_dir / "locust"),
+        "--html",
+        str(report_dir / "report.html"),
+        *args,
+    ]
     return subprocess.run(
-        command, cwd=REPO_ROOT, env={**clean_env(), **stack.locust_env(), **(env or {})},
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        command,
+        cwd=REPO_ROOT,
+        env={**clean_env(), **stack.locust_env(), **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def verdict_lines(result: subprocess.CompletedProcess) -> list[str]:
@@ -49,8 +65,10 @@ def verdict_lines(result: subprocess.CompletedProcess) -> list[str]:
 
 def output(result: subprocess.CompletedProcess) -> str:
     """Locust's exit code and the end of its stdout and stderr, for an assertion message."""
-    return (f"exit code {result.returncode}\n--- stdout\n{result.stdout[-3000:]}"
-            f"\n--- stderr\n{result.stderr[-3000:]}")  # fmt: skip
+    return (
+        f"exit code {result.returncode}\n--- stdout\n{result.stdout[-3000:]}"
+        f"\n--- stderr\n{result.stderr[-3000:]}"
+    )
 
 
 def one_verdict(result: subprocess.CompletedProcess) -> str:
@@ -73,9 +91,16 @@ def test_smoke_run_passes_the_gate_and_writes_csv_and_html_reports(stack, tmp_pa
     assert verdict.startswith("LOADTEST PASS: ")
     rows = stats_rows(tmp_path)
     # Every user class ran, and every request, expected 401s included, counted as a success.
-    for name in ["/v1/m2m_tokens (opaque)", "/v1/m2m_tokens (jwt)", "/receive (opaque)",
-                 "/send (opaque)", "/send (jwt)", "/receive 401 (garbage)",
-                 "/receive 401 (revoked opaque)", "/receive 401 (out-of-scope jwt)"]:  # fmt: skip
+    for name in [
+        "/v1/m2m_tokens (opaque)",
+        "/v1/m2m_tokens (jwt)",
+        "/receive (opaque)",
+        "/send (opaque)",
+        "/send (jwt)",
+        "/receive 401 (garbage)",
+        "/receive 401 (revoked opaque)",
+        "/receive 401 (out-of-scope jwt)",
+    ]:
         assert int(rows[name]["Request Count"]) > 0, name
     assert any(name.startswith("/receive (jwt start kid=") for name in rows)
     assert rows["Aggregated"]["Failure Count"] == "0"
@@ -88,9 +113,19 @@ def test_impossible_threshold_fails_the_gate_once_in_distributed_mode(stack, tmp
     # session on the machine) made this master exit 1 with no verdict. 6 s leaves the workers
     # time to prepare tokens and send requests even on busy cores.
     result = run_locust(
-        stack, tmp_path, "-u", "4", "-r", "4", "-t", "6s", "--processes", "2",
-        *master_port_args(), env={"LOADTEST_P95_MS": "0.001"},
-    )  # fmt: skip
+        stack,
+        tmp_path,
+        "-u",
+        "4",
+        "-r",
+        "4",
+        "-t",
+        "6s",
+        "--processes",
+        "2",
+        *master_port_args(),
+        env={"LOADTEST_P95_MS": "0.001"},
+    )
 
     assert result.returncode == 1, output(result)
     verdict = one_verdict(result)  # the master judges; the two workers stay silent
@@ -101,9 +136,18 @@ def test_impossible_threshold_fails_the_gate_once_in_distributed_mode(stack, tmp
 
 def test_signing_key_rotation_mid_run_fails_no_jwt_verification(stack, tmp_path):
     result = run_locust(
-        stack, tmp_path, "JwtVerifyUser", "OpaqueVerifyUser", "-u", "4", "-t", "8s",
-        "--jwt-refresh-s", "1", files=f"{LOCUSTFILE},{ROTATION_SHAPE}",
-    )  # fmt: skip
+        stack,
+        tmp_path,
+        "JwtVerifyUser",
+        "OpaqueVerifyUser",
+        "-u",
+        "4",
+        "-t",
+        "8s",
+        "--jwt-refresh-s",
+        "1",
+        files=f"{LOCUSTFILE},{ROTATION_SHAPE}",
+    )
 
     verdict = one_verdict(result)
     assert result.returncode == 0 and verdict.startswith("LOADTEST PASS: "), output(result)
@@ -146,12 +190,21 @@ def test_a_non_loopback_target_is_refused_before_any_traffic(stack, tmp_path):
 def test_an_unbounded_direct_locust_run_is_refused_with_one_line(args, reason):
     """`locust -f loadtest/locustfile.py ...` without the config file: exit 2 before any traffic."""
     nowhere = "http://127.0.0.1:9"  # the discard port: nothing answers even if the guard failed
-    env = {**clean_env(), "LOADTEST_CALLER_SECRET_KEY": "ak_unused", "LOADTEST_ISSUER_URL": nowhere,
-           "LOADTEST_RECEIVER_URL": nowhere, "LOADTEST_CALLER_URL": nowhere}  # fmt: skip
+    env = {
+        **clean_env(),
+        "LOADTEST_CALLER_SECRET_KEY": "ak_unused",
+        "LOADTEST_ISSUER_URL": nowhere,
+        "LOADTEST_RECEIVER_URL": nowhere,
+        "LOADTEST_CALLER_URL": nowhere,
+    }
     result = subprocess.run(
         [sys.executable, "-m", "locust", "-f", LOCUSTFILE, *args],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=30,
-    )  # fmt: skip
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
 
     assert result.returncode == 2, output(result)
     refusals = [line for line in result.stderr.splitlines() if line.startswith("loadtest: ")]
@@ -164,11 +217,25 @@ def test_a_refused_distributed_run_leaves_no_worker_behind(tmp_path):
     (Locust's parent leaves them retrying to connect for 5 minutes)."""
     port_args = master_port_args()  # its unique port also names this run's processes below
     result = subprocess.run(
-        [sys.executable, "-m", "locust", "-f", LOCUSTFILE, "--headless", "-u", "2",
-         "--processes", "2", *port_args],
-        cwd=REPO_ROOT, env={**clean_env(), "LOADTEST_CALLER_SECRET_KEY": "ak_unused"},
-        capture_output=True, text=True, timeout=30,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "locust",
+            "-f",
+            LOCUSTFILE,
+            "--headless",
+            "-u",
+            "2",
+            "--processes",
+            "2",
+            *port_args,
+        ],
+        cwd=REPO_ROOT,
+        env={**clean_env(), "LOADTEST_CALLER_SECRET_KEY": "ak_unused"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
 
     assert result.returncode == 2 and "no run time" in result.stderr, output(result)
     marker = " ".join(port_args[-2:])

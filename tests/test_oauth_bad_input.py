@@ -28,8 +28,17 @@ from tests.test_issuer_api import make_app
 from tests.test_oauth_token_endpoint import OAUTH_ERROR_FIELDS, access_token, assert_no_store
 
 PATHS = ["/oauth/token", "/oauth/introspect", "/oauth/revoke"]
-FIELDS = ["grant_type", "client_id", "client_secret", "resource", "audience", "scope",
-          "token_format", "token", "token_type_hint"]  # fmt: skip
+FIELDS = [
+    "grant_type",
+    "client_id",
+    "client_secret",
+    "resource",
+    "audience",
+    "scope",
+    "token_format",
+    "token",
+    "token_type_hint",
+]
 MACHINES = [CALLER, RECEIVER, OUTSIDER]
 SECRETS = [m.secret_key for m in MACHINES]
 VALUES = st.one_of(

@@ -25,8 +25,19 @@ from tests.test_oauth_token_endpoint import (
 
 INTROSPECT = "/oauth/introspect"
 REVOKE = "/oauth/revoke"
-ACTIVE_FIELDS = {"active", "scope", "client_id", "token_type", "exp", "iat", "nbf", "sub", "aud",
-                 "iss", "jti"}  # fmt: skip
+ACTIVE_FIELDS = {
+    "active",
+    "scope",
+    "client_id",
+    "token_type",
+    "exp",
+    "iat",
+    "nbf",
+    "sub",
+    "aud",
+    "iss",
+    "jti",
+}
 FORMATS = ["jwt", "opaque"]
 
 

@@ -21,10 +21,17 @@ AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
 # Every field we publish that Authlib has a validator for. Not response_types_supported: RFC
 # 8414 requires the member, and with no authorization endpoint our list is empty, which
 # Authlib's validator reads as missing.
-VALIDATED = ("issuer", "token_endpoint", "jwks_uri", "grant_types_supported",
-             "token_endpoint_auth_methods_supported", "introspection_endpoint",
-             "introspection_endpoint_auth_methods_supported", "revocation_endpoint",
-             "revocation_endpoint_auth_methods_supported")  # fmt: skip
+VALIDATED = (
+    "issuer",
+    "token_endpoint",
+    "jwks_uri",
+    "grant_types_supported",
+    "token_endpoint_auth_methods_supported",
+    "introspection_endpoint",
+    "introspection_endpoint_auth_methods_supported",
+    "revocation_endpoint",
+    "revocation_endpoint_auth_methods_supported",
+)
 
 
 @pytest.fixture(scope="module")

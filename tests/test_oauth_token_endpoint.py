@@ -189,9 +189,13 @@ def test_scope_may_narrow_the_resources(client):
     first, second, caller = fan_out_machines(client)
     resp = client.post(
         TOKEN,
-        data={**GRANT, **post_credentials(as_seed(caller)), "resource": [first["id"], second["id"]],
-              "scope": second["id"]},
-    )  # fmt: skip
+        data={
+            **GRANT,
+            **post_credentials(as_seed(caller)),
+            "resource": [first["id"], second["id"]],
+            "scope": second["id"],
+        },
+    )
     assert resp.status_code == 200 and resp.json["scope"] == second["id"]
     claims = decode_access_token(client, resp.json["access_token"], audience=first["id"])
     assert claims["aud"] == [first["id"], second["id"]] and claims["scope"] == second["id"]

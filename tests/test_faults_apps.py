@@ -19,9 +19,9 @@ import pytest
 import requests
 from xprocess.xprocess import XPROCESS_BLOCK_DELIMITER
 
-from tests.conftest import CALLER, OUTSIDER, RECEIVER, TEST_SECRET_KEY, issuer_env
 from tests.faults_client import IssuerFaults
 from tests.harness import RunningApp, free_port, start_app
+from tests.seed import CALLER, OUTSIDER, RECEIVER, TEST_SECRET_KEY, issuer_env
 
 pytestmark = pytest.mark.e2e
 

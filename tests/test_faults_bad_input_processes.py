@@ -21,11 +21,7 @@ from hypothesis import given, reject
 from hypothesis import strategies as st
 from xprocess.xprocess import XPROCESS_BLOCK_DELIMITER
 
-from tests.conftest import CALLER, OUTSIDER, RECEIVER, issuer_env
-from tests.faults_strategies import fuzz_settings, json_bytes
-from tests.harness import RunningApp, free_port, start_app
-from tests.test_faults_bad_input import (
-    SK,
+from tests.bad_input import (
     TARGET,
     FuzzRequest,
     assert_clerk_answer,
@@ -35,6 +31,9 @@ from tests.test_faults_bad_input import (
     snapshot,
     usable_receiver_requests,
 )
+from tests.faults_strategies import fuzz_settings, json_bytes
+from tests.harness import RunningApp, free_port, start_app
+from tests.seed import CALLER, OUTSIDER, RECEIVER, SK, issuer_env
 
 pytestmark = pytest.mark.e2e
 

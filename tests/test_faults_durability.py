@@ -16,9 +16,9 @@ import pytest
 import requests
 from xprocess.xprocess import XPROCESS_BLOCK_DELIMITER
 
-from tests.conftest import CALLER, RECEIVER, TEST_SECRET_KEY, issuer_env
 from tests.faults_client import IssuerFaults
 from tests.harness import free_port, wait_until
+from tests.seed import CALLER, RECEIVER, TEST_SECRET_KEY, issuer_env
 
 pytestmark = pytest.mark.e2e
 

@@ -5,68 +5,26 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
 from mock_issuer import db, tokens
-from tests.conftest import CALLER, OUTSIDER, RECEIVER, TEST_SECRET_KEY, make_issuer_app
-
-ISSUER_URL = "http://127.0.0.1:8799"
-SK = {"Authorization": f"Bearer {TEST_SECRET_KEY}"}
-
-
-def bearer(key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key}"}
-
-
-def make_app(workdir: Path, **config: object) -> Flask:
-    return make_issuer_app(workdir, MOCK_ISSUER_URL=ISSUER_URL, **config)
+from tests.fakes import advance_clock
+from tests.issuer_calls import assert_clerk_error, bearer, mint, new_machine, verify
+from tests.seed import CALLER, OUTSIDER, RECEIVER, SK, TEST_SECRET_KEY, make_issuer_app
 
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory) -> Iterator[Flask]:
-    yield make_app(tmp_path_factory.mktemp("issuer-api"))
+    yield make_issuer_app(tmp_path_factory.mktemp("issuer-api"))
     db.close_thread_connections()
 
 
 @pytest.fixture
 def client(app: Flask) -> FlaskClient:
     return app.test_client()
-
-
-def new_machine(client: FlaskClient, name: str = "m", **body) -> dict:
-    resp = client.post("/v1/machines", json={"name": name, **body}, headers=SK)
-    assert resp.status_code == 200, resp.json
-    return resp.json
-
-
-def mint(client: FlaskClient, key: str = CALLER.secret_key, path="/v1/m2m_tokens", **body) -> dict:
-    resp = client.post(path, json=body, headers=bearer(key))
-    assert resp.status_code == 201, resp.json
-    return resp.json
-
-
-def verify(client: FlaskClient, token: str, key: str = RECEIVER.secret_key, field="token"):
-    return client.post("/m2m_tokens/verify", json={field: token}, headers=bearer(key))
-
-
-def advance_clock(monkeypatch, seconds: float) -> None:
-    """Move the issuer's clock forward (it runs in this process), so expiry needs no sleep."""
-    real_now_ms = db.now_ms
-    monkeypatch.setattr(db, "now_ms", lambda: real_now_ms() + round(seconds * 1000))
-
-
-def assert_clerk_error(resp, status: int, code: str) -> dict:
-    assert resp.status_code == status, resp.data
-    assert resp.headers["Content-Type"] == "application/json"
-    body = resp.json
-    assert body["errors"][0]["code"] == code, body
-    assert body["errors"][0]["message"] and body["errors"][0]["long_message"]
-    assert body["clerk_trace_id"]
-    return body["errors"][0]
 
 
 TOKEN_KEYS = {
@@ -290,10 +248,10 @@ def test_reusable_token_copy_cannot_be_decrypted_from_the_database_alone(app, cl
 
 
 def test_changing_the_instance_secret_key_ends_reuse_of_earlier_tokens(tmp_path):
-    first_app = make_app(tmp_path)
+    first_app = make_issuer_app(tmp_path)
     first = mint(first_app.test_client(), min_remaining_ttl_seconds=10)
     other_key = "sk_test_" + "7" * 32
-    second_app = make_app(tmp_path, CLERK_SECRET_KEY=other_key)  # the same database
+    second_app = make_issuer_app(tmp_path, CLERK_SECRET_KEY=other_key)  # the same database
     resp = second_app.test_client().post(
         "/v1/m2m_tokens", json={"min_remaining_ttl_seconds": 10}, headers=bearer(CALLER.secret_key)
     )

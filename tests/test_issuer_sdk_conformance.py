@@ -29,8 +29,8 @@ from clerk_backend_api.security import (
 )
 from clerk_backend_api.utils import BackoffStrategy, RetryConfig
 
-from tests.conftest import CALLER, OUTSIDER, RECEIVER, TEST_SECRET_KEY, issuer_env
 from tests.harness import RunningApp, free_port, start_app, wait_until
+from tests.seed import CALLER, OUTSIDER, RECEIVER, TEST_SECRET_KEY, issuer_env
 
 pytestmark = pytest.mark.e2e
 

@@ -12,8 +12,8 @@ from authlib.oauth2.rfc8414 import AuthorizationServerMetadata
 from flask.testing import FlaskClient
 
 from mock_issuer import db
-from tests.test_issuer_api import ISSUER_URL, SK, make_app
-from tests.test_oauth_token_endpoint import access_token, assert_oauth_error
+from tests.issuer_calls import access_token, assert_oauth_error
+from tests.seed import ISSUER_URL, SK, make_issuer_app
 
 RFC_8414 = "/.well-known/oauth-authorization-server"
 OPENID = "/.well-known/openid-configuration"
@@ -36,7 +36,7 @@ VALIDATED = (
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory) -> Iterator[FlaskClient]:
-    yield make_app(tmp_path_factory.mktemp("issuer-oauth-metadata")).test_client()
+    yield make_issuer_app(tmp_path_factory.mktemp("issuer-oauth-metadata")).test_client()
     db.close_thread_connections()
 
 

@@ -95,9 +95,9 @@ def test_scopes_are_a_snapshot_at_creation(client):
     assert mint(client, sender["secret_key"])["scopes"] == []
 
 
-@pytest.mark.parametrize("seconds", [0.0001, 0.5, 0.999])
+@pytest.mark.parametrize("seconds", [-5, 0.0001, 0.5, 0.999])
 @pytest.mark.parametrize("token_format", ["opaque", "jwt"])
-def test_lifetime_under_one_second_is_422_naming_the_field(client, seconds, token_format):
+def test_negative_or_sub_second_lifetime_is_422_naming_the_field(client, seconds, token_format):
     resp = client.post(
         "/v1/m2m_tokens",
         json={"seconds_until_expiration": seconds, "token_format": token_format},
@@ -317,7 +317,9 @@ def test_verify_works_on_both_prefixes(client):
 def test_instance_key_verifies_any_token_without_scope_check(client):
     token = mint(client, OUTSIDER.secret_key)
     assert token["scopes"] == []
-    assert verify(client, token["token"], key=TEST_SECRET_KEY).status_code == 200
+    resp = verify(client, token["token"], key=TEST_SECRET_KEY)
+    assert resp.status_code == 200
+    assert (resp.json["id"], resp.json["subject"]) == (token["id"], OUTSIDER.id)
 
 
 def test_machine_outside_the_scopes_gets_404(client):
@@ -330,15 +332,17 @@ def test_machine_outside_the_scopes_gets_404(client):
     )
 
 
-def test_unknown_token_is_404(client):
-    assert_clerk_error(verify(client, "mt_" + "0" * 64), 404, "resource_not_found")
-    assert_clerk_error(verify(client, "garbage"), 404, "resource_not_found")
+def test_unknown_token_is_404_even_to_the_instance_key(client):
+    for key in (RECEIVER.secret_key, TEST_SECRET_KEY):
+        assert_clerk_error(verify(client, "mt_" + "0" * 64, key), 404, "resource_not_found")
+        assert_clerk_error(verify(client, "garbage", key), 404, "resource_not_found")
 
 
 def test_expired_token_is_rejected_with_404(client, monkeypatch):
     token = mint(client, seconds_until_expiration=1)
     advance_clock(monkeypatch, 1.01)
-    assert_clerk_error(verify(client, token["token"]), 404, "resource_not_found")
+    for key in (RECEIVER.secret_key, TEST_SECRET_KEY):
+        assert_clerk_error(verify(client, token["token"], key), 404, "resource_not_found")
 
 
 def test_revoked_token_is_rejected_with_404(client):
@@ -427,6 +431,7 @@ def test_machine_may_list_and_revoke_only_its_own_tokens(client):
         f"/v1/m2m_tokens/{token['id']}/revoke", json={}, headers=bearer(OUTSIDER.secret_key)
     )
     assert_clerk_error(resp, 404, "resource_not_found")
+    assert verify(client, token["token"]).json["revoked"] is False  # the refusal changed nothing
     resp = client.post(
         f"/v1/m2m_tokens/{token['id']}/revoke", json={}, headers=bearer(CALLER.secret_key)
     )
@@ -434,7 +439,11 @@ def test_machine_may_list_and_revoke_only_its_own_tokens(client):
 
 
 def test_list_parameter_errors(client):
-    assert_clerk_error(client.get("/v1/m2m_tokens", headers=SK), 422, "form_param_missing")
+    for query in ("", "?subject="):
+        resp = client.get(f"/v1/m2m_tokens{query}", headers=SK)
+        assert assert_clerk_error(resp, 422, "form_param_missing")["meta"] == {
+            "param_name": "subject"
+        }
     for query, param in [
         (f"subject={CALLER.id}&limit=0", "limit"),
         (f"subject={CALLER.id}&limit=101", "limit"),
@@ -630,11 +639,9 @@ def test_secret_key_get_and_rotate_with_grace_period(client):
         headers=SK,
     )
     newest = resp.json["secret"]
-    assert_clerk_error(
-        client.post("/v1/m2m_tokens", json={}, headers=bearer(new_key)),
-        401,
-        "machine_secret_key_invalid",
-    )
+    refused = client.post("/v1/m2m_tokens", json={}, headers=bearer(new_key))
+    assert_clerk_error(refused, 401, "machine_secret_key_invalid")
+    assert new_key not in refused.get_data(as_text=True)
     assert mint(client, newest)["subject"] == machine["id"]
 
 

@@ -51,10 +51,22 @@ class StepConfig:
     max_fail_ratio: float = 0.0
 
     def locust_args(self) -> list[str]:
-        return ["--step-rps-start", f"{self.start_rps:g}", "--step-rps", f"{self.step_rps:g}",
-                "--step-s", f"{self.step_s:g}", "--max-steps", str(self.max_steps),
-                "--user-rps", f"{self.user_rps:g}", "--p95-ms", f"{self.p95_ms:g}",
-                "--max-fail-ratio", f"{self.max_fail_ratio:g}"]  # fmt: skip
+        return [
+            "--step-rps-start",
+            f"{self.start_rps:g}",
+            "--step-rps",
+            f"{self.step_rps:g}",
+            "--step-s",
+            f"{self.step_s:g}",
+            "--max-steps",
+            str(self.max_steps),
+            "--user-rps",
+            f"{self.user_rps:g}",
+            "--p95-ms",
+            f"{self.p95_ms:g}",
+            "--max-fail-ratio",
+            f"{self.max_fail_ratio:g}",
+        ]
 
     def run_time_s(self) -> int:
         """Locust's -t: every step, plus a margin for start-up; the shape stops earlier."""
@@ -82,9 +94,24 @@ def run_path(
     """One stepped Locust run for one path; its steps come back through --capacity-out."""
     out = report_dir / f"{path}-steps.json"
     out.unlink(missing_ok=True)
-    command = [sys.executable, "-m", "locust", "-f", FILES, PATH_USERS[path], "--headless",
-               "--only-summary", "-t", f"{config.run_time_s()}s", "--capacity-out", str(out),
-               "--csv", str(report_dir / path), *config.locust_args(), *extra]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "locust",
+        "-f",
+        FILES,
+        PATH_USERS[path],
+        "--headless",
+        "--only-summary",
+        "-t",
+        f"{config.run_time_s()}s",
+        "--capacity-out",
+        str(out),
+        "--csv",
+        str(report_dir / path),
+        *config.locust_args(),
+        *extra,
+    ]
     code = subprocess.call(command, env=env, cwd=REPO_ROOT, timeout=config.run_time_s() + 60)
     steps = json.loads(out.read_text()) if out.exists() else []
     passed = [s["achieved_rps"] for s in steps if s["passed"]]
@@ -118,29 +145,36 @@ def svg_chart(results: list[PathResult], limits: str) -> str:
     def y(rps: float) -> float:
         return height - bottom - rps / top_rps * (height - bottom - top)
 
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-             'font-family="sans-serif" font-size="11">',
-             f'<text x="{left}" y="18" font-size="13">Capacity finder: achieved vs offered '
-             f'req/s ({escape(limits)})</text>',
-             f'<line x1="{left}" y1="{y(0)}" x2="{width - 20}" y2="{y(0)}" stroke="#000"/>',
-             f'<line x1="{left}" y1="{y(0)}" x2="{left}" y2="{top}" stroke="#000"/>',
-             f'<line x1="{x(0)}" y1="{y(0)}" x2="{x(top_rps)}" y2="{y(top_rps)}" '
-             'stroke="#bbb" stroke-dasharray="4"/>',
-             f'<text x="{width - 20}" y="{height - 8}" text-anchor="end">offered req/s '
-             f'(max {top_rps / 1.1:.0f})</text>',
-             f'<text x="12" y="{top + 10}">achieved</text>']  # fmt: skip
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        'font-family="sans-serif" font-size="11">',
+        f'<text x="{left}" y="18" font-size="13">Capacity finder: achieved vs offered '
+        f"req/s ({escape(limits)})</text>",
+        f'<line x1="{left}" y1="{y(0)}" x2="{width - 20}" y2="{y(0)}" stroke="#000"/>',
+        f'<line x1="{left}" y1="{y(0)}" x2="{left}" y2="{top}" stroke="#000"/>',
+        f'<line x1="{x(0)}" y1="{y(0)}" x2="{x(top_rps)}" y2="{y(top_rps)}" '
+        'stroke="#bbb" stroke-dasharray="4"/>',
+        f'<text x="{width - 20}" y="{height - 8}" text-anchor="end">offered req/s '
+        f"(max {top_rps / 1.1:.0f})</text>",
+        f'<text x="12" y="{top + 10}">achieved</text>',
+    ]
     for i, result in enumerate(results):
         colour = colours[i % len(colours)]
-        points = " ".join(f"{x(s['offered_rps']):.1f},{y(s['achieved_rps']):.1f}"
-                          for s in result.steps)  # fmt: skip
+        points = " ".join(
+            f"{x(s['offered_rps']):.1f},{y(s['achieved_rps']):.1f}" for s in result.steps
+        )
         parts.append(f'<polyline points="{points}" fill="none" stroke="{colour}"/>')
         for s in result.steps:
             fill = colour if s["passed"] else "#fff"
-            parts.append(f'<circle cx="{x(s["offered_rps"]):.1f}" cy="{y(s["achieved_rps"]):.1f}" '
-                         f'r="3" fill="{fill}" stroke="{colour}"/>')  # fmt: skip
+            parts.append(
+                f'<circle cx="{x(s["offered_rps"]):.1f}" cy="{y(s["achieved_rps"]):.1f}" '
+                f'r="3" fill="{fill}" stroke="{colour}"/>'
+            )
         capacity = f"{result.capacity_rps:.1f}" if result.capacity_rps is not None else "none"
-        parts.append(f'<text x="{left + 10}" y="{top + 16 + 14 * i}" fill="{colour}">'
-                     f'{escape(PATH_TITLES[result.path])}: {capacity} req/s</text>')  # fmt: skip
+        parts.append(
+            f'<text x="{left + 10}" y="{top + 16 + 14 * i}" fill="{colour}">'
+            f"{escape(PATH_TITLES[result.path])}: {capacity} req/s</text>"
+        )
     parts.append("</svg>")
     return "\n".join(parts)
 
@@ -152,16 +186,21 @@ def write_reports(results: list[PathResult], config: StepConfig, report_dir: Pat
         csv.writer(f).writerows(rows)
     limits = f"p95 <= {config.p95_ms:g} ms, failures <= {config.max_fail_ratio:.0%}"
     table = markdown(rows)
-    (report_dir / "capacity.md").write_text(f"Capacity per verification path ({limits}):\n\n"
-                                            f"{table}\n")  # fmt: skip
+    (report_dir / "capacity.md").write_text(
+        f"Capacity per verification path ({limits}):\n\n{table}\n"
+    )
     (report_dir / "capacity.svg").write_text(svg_chart(results, limits))
     return table
 
 
 def find_capacity(
-    paths: list[str], env: dict[str, str], config: StepConfig, report_dir: Path,
-    extra: list[str] = (), cached_receiver_url: str = "",
-) -> list[PathResult]:  # fmt: skip
+    paths: list[str],
+    env: dict[str, str],
+    config: StepConfig,
+    report_dir: Path,
+    extra: list[str] = (),
+    cached_receiver_url: str = "",
+) -> list[PathResult]:
     """Run every path in turn (never at once: they would share the receiver), write reports."""
     report_dir.mkdir(parents=True, exist_ok=True)
     results = []
@@ -181,8 +220,11 @@ def find_capacity(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--paths", default=",".join(PATH_USERS))
-    parser.add_argument("--targets-from-env", action="store_true",
-                        help="your services: LOADTEST_* and keys from the environment")  # fmt: skip
+    parser.add_argument(
+        "--targets-from-env",
+        action="store_true",
+        help="your services: LOADTEST_* and keys from the environment",
+    )
     parser.add_argument(
         "--cached-receiver-url",
         default=os.environ.get("LOADTEST_CACHED_RECEIVER_URL", ""),
@@ -203,12 +245,20 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [p for p in paths if p not in PATH_USERS]
     if unknown:
         parser.error(f"unknown path(s) {unknown}; choose from {sorted(PATH_USERS)}")
-    config = StepConfig(args.start_rps, args.step_rps, args.step_s, args.max_steps,
-                        args.user_rps, args.p95_ms, args.max_fail_ratio)  # fmt: skip
+    config = StepConfig(
+        args.start_rps,
+        args.step_rps,
+        args.step_s,
+        args.max_steps,
+        args.user_rps,
+        args.p95_ms,
+        args.max_fail_ratio,
+    )
     reports = args.reports.resolve()
     if args.targets_from_env:
-        results = find_capacity(paths, dict(os.environ), config, reports, args.locust_args,
-                                args.cached_receiver_url)  # fmt: skip
+        results = find_capacity(
+            paths, dict(os.environ), config, reports, args.locust_args, args.cached_receiver_url
+        )
         return 0 if all(r.capacity_rps is not None for r in results) else 1
     with (
         tempfile.TemporaryDirectory(prefix="m2m-capacity-") as tmp,

@@ -79,10 +79,14 @@ class CapacityStepShape(LoadTestShape):
     def plan(self) -> StepPlan:
         o = self.runner.environment.parsed_options
         return StepPlan(
-            start_rps=o.step_rps_start, step_rps=o.step_rps, step_s=o.step_s,
-            max_steps=int(o.max_steps), user_rps=o.user_rps,
-            p95_ms=o.p95_ms, max_fail_ratio=o.max_fail_ratio,
-        )  # fmt: skip
+            start_rps=o.step_rps_start,
+            step_rps=o.step_rps,
+            step_s=o.step_s,
+            max_steps=int(o.max_steps),
+            user_rps=o.user_rps,
+            p95_ms=o.p95_ms,
+            max_fail_ratio=o.max_fail_ratio,
+        )
 
     def tick(self) -> tuple[int, float] | None:
         if self._done:

@@ -84,7 +84,13 @@ def judge_step(plan: StepPlan, index: int, before: Window, after: Window, second
     if achieved < SUSTAINED_SHARE * offered:
         reasons.append(f"achieved {achieved:.1f} req/s < {SUSTAINED_SHARE:.0%} of offered")
     return Step(
-        index=index, offered_rps=offered, users=plan.users(index), achieved_rps=round(achieved, 2),
-        requests=requests, p95_ms=p95, fail_ratio=round(ratio, 4), passed=not reasons,
+        index=index,
+        offered_rps=offered,
+        users=plan.users(index),
+        achieved_rps=round(achieved, 2),
+        requests=requests,
+        p95_ms=p95,
+        fail_ratio=round(ratio, 4),
+        passed=not reasons,
         reason="; ".join(reasons) or "met the limits",
-    )  # fmt: skip
+    )

@@ -63,30 +63,71 @@ STATE = RunState()
 
 
 OPTIONS = (
-    Option("--issuer-url", "LOADTEST_ISSUER_URL", "http://127.0.0.1:8780",
-           "Base URL of the mock issuer"),
-    Option("--receiver-url", "LOADTEST_RECEIVER_URL", "http://127.0.0.1:8782",
-           "Base URL of the receiver"),
-    Option("--caller-url", "LOADTEST_CALLER_URL", "http://127.0.0.1:8781",
-           "Base URL of the caller"),
-    Option("--allow-remote", "LOADTEST_ALLOW_REMOTE", False,
-           "Acknowledge targets off this machine's loopback (you may load them)"),
-    Option("--ca-bundle", "LOADTEST_CA_BUNDLE", "",
-           "PEM CA bundle to verify HTTPS targets with (default: the system's trust store)"),
-    Option("--max-fail-ratio", "LOADTEST_MAX_FAIL_RATIO", 0.0,
-           "Gate: highest failure ratio (0..1) allowed for any request name"),
-    Option("--p95-ms", "LOADTEST_P95_MS", 1000.0,
-           "Gate: highest p95 latency (ms) allowed for any request name"),
-    Option("--fail-ratio-by-name", "LOADTEST_FAIL_RATIO_BY_NAME", "",
-           "Gate overrides: 'PATTERN=RATIO;PATTERN=RATIO' (fnmatch on the request name)"),
-    Option("--p95-ms-by-name", "LOADTEST_P95_MS_BY_NAME", "",
-           "Gate overrides: 'PATTERN=MS;PATTERN=MS', e.g. '/send (*=1500'"),
-    Option("--expired-grace-s", "LOADTEST_EXPIRED_GRACE_S", 6.0,
-           "Wait this long past a 1 s token's expiry (the receiver's clock leeway) before "
-           "presenting it as an expired token"),
-    Option("--jwt-refresh-s", "LOADTEST_JWT_REFRESH_S", 2.0,
-           "JwtVerifyUser re-mints its fresh JWT this often (seconds)"),
-)  # fmt: skip
+    Option(
+        "--issuer-url",
+        "LOADTEST_ISSUER_URL",
+        "http://127.0.0.1:8780",
+        "Base URL of the mock issuer",
+    ),
+    Option(
+        "--receiver-url",
+        "LOADTEST_RECEIVER_URL",
+        "http://127.0.0.1:8782",
+        "Base URL of the receiver",
+    ),
+    Option(
+        "--caller-url", "LOADTEST_CALLER_URL", "http://127.0.0.1:8781", "Base URL of the caller"
+    ),
+    Option(
+        "--allow-remote",
+        "LOADTEST_ALLOW_REMOTE",
+        False,
+        "Acknowledge targets off this machine's loopback (you may load them)",
+    ),
+    Option(
+        "--ca-bundle",
+        "LOADTEST_CA_BUNDLE",
+        "",
+        "PEM CA bundle to verify HTTPS targets with (default: the system's trust store)",
+    ),
+    Option(
+        "--max-fail-ratio",
+        "LOADTEST_MAX_FAIL_RATIO",
+        0.0,
+        "Gate: highest failure ratio (0..1) allowed for any request name",
+    ),
+    Option(
+        "--p95-ms",
+        "LOADTEST_P95_MS",
+        1000.0,
+        "Gate: highest p95 latency (ms) allowed for any request name",
+    ),
+    Option(
+        "--fail-ratio-by-name",
+        "LOADTEST_FAIL_RATIO_BY_NAME",
+        "",
+        "Gate overrides: 'PATTERN=RATIO;PATTERN=RATIO' (fnmatch on the request name)",
+    ),
+    Option(
+        "--p95-ms-by-name",
+        "LOADTEST_P95_MS_BY_NAME",
+        "",
+        "Gate overrides: 'PATTERN=MS;PATTERN=MS', e.g. '/send (*=1500'",
+    ),
+    Option(
+        "--expired-grace-s",
+        "LOADTEST_EXPIRED_GRACE_S",
+        6.0,
+        "Wait this long past a 1 s token's expiry (the receiver's clock leeway) before "
+        "presenting it as an expired token",
+    ),
+    Option(
+        "--jwt-refresh-s",
+        "LOADTEST_JWT_REFRESH_S",
+        2.0,
+        "JwtVerifyUser re-mints its fresh JWT this often (seconds)",
+    ),
+)
 
 
 @events.init_command_line_parser.add_listener
@@ -195,8 +236,11 @@ def report_server_latency(environment) -> None:
     entries = list(environment.stats.entries.values())
     table = server_metrics.rows(server_metrics.since(STATE.receiver_at_start, after), entries)
     text = server_metrics.markdown(table)
-    print("loadtest: verification latency, client side (Locust) and server side (receiver "
-          "/metrics, bucket upper bounds):\n" + text, flush=True)  # fmt: skip
+    print(
+        "loadtest: verification latency, client side (Locust) and server side (receiver "
+        "/metrics, bucket upper bounds):\n" + text,
+        flush=True,
+    )
     if options.csv_prefix:
         Path(f"{options.csv_prefix}_server_latency.md").write_text(text + "\n")
 
@@ -230,10 +274,13 @@ def judges(environment) -> bool:
 def report(environment, name: str, started: float, error: Exception | None = None) -> None:
     """Record a setup call in the stats, so a failed preparation fails the gate visibly."""
     environment.events.request.fire(
-        request_type=gate.SETUP_METHOD, name=name,
-        response_time=(time.perf_counter() - started) * 1000, response_length=0,
-        exception=error, context={},
-    )  # fmt: skip
+        request_type=gate.SETUP_METHOD,
+        name=name,
+        response_time=(time.perf_counter() - started) * 1000,
+        response_length=0,
+        exception=error,
+        context={},
+    )
 
 
 @events.test_start.add_listener

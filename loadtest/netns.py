@@ -44,8 +44,9 @@ def unavailable_reason() -> str | None:
 
 
 def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    return subprocess.run(["ip", *args], capture_output=True, text=True, timeout=IP_TIMEOUT_S,
-                          check=check)  # fmt: skip
+    return subprocess.run(
+        ["ip", *args], capture_output=True, text=True, timeout=IP_TIMEOUT_S, check=check
+    )
 
 
 @dataclass

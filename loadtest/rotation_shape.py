@@ -35,11 +35,19 @@ DEFAULT_PEAK_USERS = 20
 
 
 OPTIONS = (
-    Option("--rotate-path", "LOADTEST_ROTATE_PATH", "/v1/jwks/rotate",
-           "Issuer route (instance key) that rotates the JWT signing key"),
-    Option("--rotate-at", "LOADTEST_ROTATE_AT", 0.5,
-           "When to rotate, as a fraction of the run time (0..1)"),
-)  # fmt: skip
+    Option(
+        "--rotate-path",
+        "LOADTEST_ROTATE_PATH",
+        "/v1/jwks/rotate",
+        "Issuer route (instance key) that rotates the JWT signing key",
+    ),
+    Option(
+        "--rotate-at",
+        "LOADTEST_ROTATE_AT",
+        0.5,
+        "When to rotate, as a fraction of the run time (0..1)",
+    ),
+)
 
 
 @events.init_command_line_parser.add_listener
@@ -91,10 +99,13 @@ class RampSpikeRotateShape(LoadTestShape):
             error = exc
             self.rotation.error = str(exc)
         environment.events.request.fire(
-            request_type="POST", name=f"{options.rotate_path} (signing key rotation)",
-            response_time=(time.perf_counter() - started) * 1000, response_length=0,
-            exception=error, context={},
-        )  # fmt: skip
+            request_type="POST",
+            name=f"{options.rotate_path} (signing key rotation)",
+            response_time=(time.perf_counter() - started) * 1000,
+            response_length=0,
+            exception=error,
+            context={},
+        )
 
     def gate_checks(self) -> list:
         """Extra gate checks for this shape (the locustfile's gate calls them at the end)."""

@@ -25,8 +25,9 @@ Buckets = dict[str, dict[float, float]]
 def scrape(receiver_url: str, verify: bool | str = True, timeout_s: float = 5) -> Buckets | None:
     """The receiver's latency histogram, or None when its /metrics is not reachable or has none."""
     try:
-        response = requests.get(f"{receiver_url.rstrip('/')}/metrics", timeout=timeout_s,
-                                verify=verify)  # fmt: skip
+        response = requests.get(
+            f"{receiver_url.rstrip('/')}/metrics", timeout=timeout_s, verify=verify
+        )
         if response.status_code != 200:
             return None
         families = list(text_string_to_metric_families(response.text))
@@ -104,11 +105,17 @@ def rows(server: Buckets, entries: list) -> list[Row]:
         bounds = server.get(fmt, {})
         if not counts and not bounds.get(math.inf):
             continue
-        found.append(Row(
-            fmt, counts.total(), count_percentile(counts, 0.5), count_percentile(counts, 0.95),
-            int(bounds.get(math.inf, 0)), ms(bucket_percentile(bounds, 0.5)),
-            ms(bucket_percentile(bounds, 0.95)),
-        ))  # fmt: skip
+        found.append(
+            Row(
+                fmt,
+                counts.total(),
+                count_percentile(counts, 0.5),
+                count_percentile(counts, 0.95),
+                int(bounds.get(math.inf, 0)),
+                ms(bucket_percentile(bounds, 0.5)),
+                ms(bucket_percentile(bounds, 0.95)),
+            )
+        )
     return found
 
 

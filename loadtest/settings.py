@@ -55,11 +55,21 @@ class Option:
 
     def add_to(self, parser) -> None:
         if isinstance(self.default, bool):
-            parser.add_argument(self.flag, action="store_true", env_var=self.env_var,
-                                default=self.default, help=self.help)  # fmt: skip
+            parser.add_argument(
+                self.flag,
+                action="store_true",
+                env_var=self.env_var,
+                default=self.default,
+                help=self.help,
+            )
             return
-        parser.add_argument(self.flag, type=type(self.default), env_var=self.env_var,
-                            default=self.default, help=self.help)  # fmt: skip
+        parser.add_argument(
+            self.flag,
+            type=type(self.default),
+            env_var=self.env_var,
+            default=self.default,
+            help=self.help,
+        )
 
 
 def loopback_addresses(host: str) -> bool:

@@ -41,11 +41,32 @@ def measure(users: int, seconds: int, workers: int) -> tuple[float, float]:
         env = {**clean_env(), **stack.locust_env(), "LOADTEST_RECEIVER_URL": cached.url}
         prefix = Path(tmp) / "rate"
         # A flat run: one step held for the whole time, users with no pacing to speak of.
-        command = [sys.executable, "-m", "locust", "-f", FILES, "OpaqueVerifyUser", "--headless",
-                   "--only-summary", "-t", f"{seconds + 5}s", "--csv", str(prefix),
-                   "--step-rps-start", str(users * 1000), "--step-rps", "0",
-                   "--step-s", str(seconds), "--max-steps", "1", "--user-rps", "1000",
-                   "--p95-ms", "100000"]  # fmt: skip
+        command = [
+            sys.executable,
+            "-m",
+            "locust",
+            "-f",
+            FILES,
+            "OpaqueVerifyUser",
+            "--headless",
+            "--only-summary",
+            "-t",
+            f"{seconds + 5}s",
+            "--csv",
+            str(prefix),
+            "--step-rps-start",
+            str(users * 1000),
+            "--step-rps",
+            "0",
+            "--step-s",
+            str(seconds),
+            "--max-steps",
+            "1",
+            "--user-rps",
+            "1000",
+            "--p95-ms",
+            "100000",
+        ]
         process = psutil.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL)
         started = time.monotonic()
         cpu = 0.0
@@ -68,9 +89,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     rate, share = measure(args.users, args.seconds, args.workers)
     per_core = rate / share if share > 0 else float("nan")
-    print(f"one Locust process, {args.users} FastHttpUsers, {args.seconds} s: {rate:.0f} req/s "
-          f"at {share:.0%} of one core = {per_core:.0f} req/s per full core "
-          f"({psutil.cpu_count()} cores, load average {psutil.getloadavg()[0]:.1f})")  # fmt: skip
+    print(
+        f"one Locust process, {args.users} FastHttpUsers, {args.seconds} s: {rate:.0f} req/s "
+        f"at {share:.0%} of one core = {per_core:.0f} req/s per full core "
+        f"({psutil.cpu_count()} cores, load average {psutil.getloadavg()[0]:.1f})"
+    )
     return 0
 
 

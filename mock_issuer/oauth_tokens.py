@@ -165,9 +165,17 @@ def _issue_opaque(conn: sqlite3.Connection, client_id: str, grant: Grant, lifeti
         conn.execute(
             "INSERT INTO m2m_tokens (id, token_hash, subject, claims, scopes, expiration,"
             " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (token_id, ids.secret_hash(secret), client_id, claims,
-             _json(list(grant.audience)), now + lifetime * 1000, now, now),
-        )  # fmt: skip
+            (
+                token_id,
+                ids.secret_hash(secret),
+                client_id,
+                claims,
+                _json(list(grant.audience)),
+                now + lifetime * 1000,
+                now,
+                now,
+            ),
+        )
         usage.record(conn, "create", "opaque", client_id, ts=now)
     return secret
 

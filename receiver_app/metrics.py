@@ -50,21 +50,30 @@ class ReceiverMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.verifications = Counter(
-            "receiver_verifications", "Token verifications by token format and outcome",
-            ["format", "outcome"], registry=self.registry,
-        )  # fmt: skip
+            "receiver_verifications",
+            "Token verifications by token format and outcome",
+            ["format", "outcome"],
+            registry=self.registry,
+        )
         self.latency = Histogram(
-            "receiver_verification_seconds", "Time to verify one token (issuer call included)",
-            ["format"], buckets=LATENCY_BUCKETS, registry=self.registry,
-        )  # fmt: skip
+            "receiver_verification_seconds",
+            "Time to verify one token (issuer call included)",
+            ["format"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
         self.issuer_calls = Counter(
-            "receiver_issuer_requests", "Calls to the issuer by route and answer status class",
-            ["route", "status"], registry=self.registry,
-        )  # fmt: skip
+            "receiver_issuer_requests",
+            "Calls to the issuer by route and answer status class",
+            ["route", "status"],
+            registry=self.registry,
+        )
         self.cache = Counter(
-            "receiver_verify_cache", "Lookups in the verification caches (opaque cache, JWT memo)",
-            ["cache", "result"], registry=self.registry,
-        )  # fmt: skip
+            "receiver_verify_cache",
+            "Lookups in the verification caches (opaque cache, JWT memo)",
+            ["cache", "result"],
+            registry=self.registry,
+        )
 
     def exposition(self) -> bytes:
         """The text a scrape gets: every gunicorn worker's numbers in multiprocess mode."""

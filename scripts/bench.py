@@ -58,8 +58,14 @@ CACHES_ON_ENV: dict[str, str | None] = {
 }
 BENCH_APP = "scripts.bench_apps:receiver_with_baseline()"
 # --quick: the same table from short rounds and fewer sends (noisier; to check the script works).
-QUICK = {"seconds": 1.0, "rounds": 1, "sends": 300, "clerk_sends": 100,
-         "verify_calls": 300, "verify_rounds": 3}  # fmt: skip
+QUICK = {
+    "seconds": 1.0,
+    "rounds": 1,
+    "sends": 300,
+    "clerk_sends": 100,
+    "verify_calls": 300,
+    "verify_rounds": 3,
+}
 MESSAGE = json.dumps({"message": "Hello from the benchmark"}).encode()
 JSON = {"Content-Type": "application/json"}
 
@@ -130,8 +136,14 @@ def interleaved(
 def rate_row(group: str, name: str, result: Result, **extra: str) -> Row:
     sample = result.sample
     errors = f" ({sample.errors} errors)" if sample.errors else ""
-    return Row(group, name, f"{result.rps:,.0f} req/s{errors}", f"{sample.percentile_ms(50):.1f}",
-               f"{sample.percentile_ms(99):.1f}", **extra)  # fmt: skip
+    return Row(
+        group,
+        name,
+        f"{result.rps:,.0f} req/s{errors}",
+        f"{sample.percentile_ms(50):.1f}",
+        f"{sample.percentile_ms(99):.1f}",
+        **extra,
+    )
 
 
 def met(value: float, goal: float, sense: str = ">=") -> str:
@@ -148,13 +160,23 @@ def verifier_rows(args) -> list[Row]:
         return f"{seconds * 1e6:,.1f} µs per verify"
 
     return [
-        Row("verifier", "bare jwt.decode, key preloaded (RS256-2048)", us(costs.bare),
-            ratio="1.00"),
-        Row("verifier", "M2MVerifier.verify, signature checked (memo off)", us(costs.checked),
-            ratio=f"{ratio:.2f}", goal=f"<= {VERIFIER_GOAL}: {met(ratio, VERIFIER_GOAL, '<=')}"),
-        Row("verifier", "M2MVerifier.verify, verified-token memo hit", us(costs.memo_hit),
-            ratio=f"{costs.memo_hit / costs.bare:.2f}"),
-    ]  # fmt: skip
+        Row(
+            "verifier", "bare jwt.decode, key preloaded (RS256-2048)", us(costs.bare), ratio="1.00"
+        ),
+        Row(
+            "verifier",
+            "M2MVerifier.verify, signature checked (memo off)",
+            us(costs.checked),
+            ratio=f"{ratio:.2f}",
+            goal=f"<= {VERIFIER_GOAL}: {met(ratio, VERIFIER_GOAL, '<=')}",
+        ),
+        Row(
+            "verifier",
+            "M2MVerifier.verify, verified-token memo hit",
+            us(costs.memo_hit),
+            ratio=f"{costs.memo_hit / costs.bare:.2f}",
+        ),
+    ]
 
 
 def receiver_rows(stack: Stack, tokens: dict[str, str], args) -> list[Row]:
@@ -201,11 +223,16 @@ def issuer_rows(stack: Stack, tokens: dict[str, str], args) -> list[Row]:
         "token creations, opaque": (create("opaque"), server),
         "token creations, JWT": (create("jwt"), server),
         "opaque verifications": (
-            Target(issuer, "POST", "/v1/m2m_tokens/verify", verify_body,
-                   bearer(seed.receiver.secret_key)),
+            Target(
+                issuer,
+                "POST",
+                "/v1/m2m_tokens/verify",
+                verify_body,
+                bearer(seed.receiver.secret_key),
+            ),
             server,
         ),
-    }  # fmt: skip
+    }
     results = interleaved(scenarios, args.concurrency, args.seconds, args.rounds)
     return [
         rate_row("issuer", name, result, cpu=f"{result.cpu_per_request * 1e6:,.0f}")
@@ -264,15 +291,24 @@ def cost_rows(stack: Stack, args) -> list[Row]:
     # Reuse depends on time (token lifetime), not on the count: never scale it; say so instead.
     label = "10,000 caller sends" if args.sends == 10_000 else f"{args.sends:,} caller sends"
     rows = [
-        Row("cost", f"{label}, token reuse (caller /send)",
+        Row(
+            "cost",
+            f"{label}, token reuse (caller /send)",
             f"{created:,} tokens created, {verified:,} opaque verifications{_errors(sample)}",
-            f"{sample.percentile_ms(50):.1f}", f"{sample.percentile_ms(99):.1f}",
-            ratio=price(created, verified))
-    ]  # fmt: skip
+            f"{sample.percentile_ms(50):.1f}",
+            f"{sample.percentile_ms(99):.1f}",
+            ratio=price(created, verified),
+        )
+    ]
 
-    mint = Target(issuer, "POST", "/v1/m2m_tokens",
-                  json.dumps({"token_format": "opaque", "seconds_until_expiration": 30}).encode(),
-                  bearer(stack.seed.caller.secret_key), 201)  # fmt: skip
+    mint = Target(
+        issuer,
+        "POST",
+        "/v1/m2m_tokens",
+        json.dumps({"token_format": "opaque", "seconds_until_expiration": 30}).encode(),
+        bearer(stack.seed.caller.secret_key),
+        201,
+    )
 
     def drive_clerk_style() -> Sample:
         """Clerk's example: a new token for every send, then POST it to the receiver."""
@@ -298,11 +334,16 @@ def cost_rows(stack: Stack, args) -> list[Row]:
         else f" ({args.clerk_sends:,} measured: {created:,} tokens, x{scale:g})"
     )
     rows.append(
-        Row("cost", f"10,000 sends, one token per send (Clerk's example){note}",
+        Row(
+            "cost",
+            f"10,000 sends, one token per send (Clerk's example){note}",
             f"{created * scale:,.0f} tokens created, {verified * scale:,.0f} opaque "
-            f"verifications{_errors(sample)}", f"{sample.percentile_ms(50):.1f}",
-            f"{sample.percentile_ms(99):.1f}", ratio=price(created * scale, verified * scale))
-    )  # fmt: skip
+            f"verifications{_errors(sample)}",
+            f"{sample.percentile_ms(50):.1f}",
+            f"{sample.percentile_ms(99):.1f}",
+            ratio=price(created * scale, verified * scale),
+        )
+    )
     return rows
 
 
@@ -311,8 +352,16 @@ def _errors(sample: Sample) -> str:
 
 
 def markdown(rows: list[Row], args, elapsed_s: float) -> str:
-    header = ["group", "measurement", "result", "p50 ms", "p99 ms", "server CPU µs/req (ratio)",
-              "ratio / est. cost", "goal"]  # fmt: skip
+    header = [
+        "group",
+        "measurement",
+        "result",
+        "p50 ms",
+        "p99 ms",
+        "server CPU µs/req (ratio)",
+        "ratio / est. cost",
+        "goal",
+    ]
     lines = [
         "# Benchmark results",
         "",
@@ -338,8 +387,16 @@ def markdown(rows: list[Row], args, elapsed_s: float) -> str:
         "|" + "|".join("---" for _ in header) + "|",
     ]
     for row in rows:
-        cells = [row.group, row.measurement, row.value, row.p50, row.p99, row.cpu, row.ratio,
-                 row.goal]  # fmt: skip
+        cells = [
+            row.group,
+            row.measurement,
+            row.value,
+            row.p50,
+            row.p99,
+            row.cpu,
+            row.ratio,
+            row.goal,
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     lines += [
         "",
@@ -388,7 +445,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         for name, value in QUICK.items():
             if getattr(args, name) == parser.get_default(name):
                 setattr(args, name, value)
-    return args  # fmt: skip
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:

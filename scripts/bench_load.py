@@ -59,9 +59,12 @@ def send(client: HTTPClient, target: Target) -> bool:
 
 
 def closed_loop(
-    step: Callable[[], bool], concurrency: int, *, seconds: float | None = None,
+    step: Callable[[], bool],
+    concurrency: int,
+    *,
+    seconds: float | None = None,
     count: int | None = None,
-) -> Sample:  # fmt: skip
+) -> Sample:
     """Run `step` from `concurrency` greenlets until `seconds` pass or `count` steps are done."""
     if (seconds is None) == (count is None):
         raise ValueError("give exactly one of seconds or count")

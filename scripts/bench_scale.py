@@ -97,9 +97,18 @@ def build(path: str, n_tokens: int) -> dict[str, object]:
             used = created + rng.randrange(TOKEN_TTL_MS // 2)
             subject = rng.choice(callers)
             token_rows.append(
-                (ids.new_token_id(), ids.secret_hash(ids.new_token_secret()), subject,
-                 "null", scopes_json, created + TOKEN_TTL_MS, used, created, created)
-            )  # fmt: skip
+                (
+                    ids.new_token_id(),
+                    ids.secret_hash(ids.new_token_secret()),
+                    subject,
+                    "null",
+                    scopes_json,
+                    created + TOKEN_TTL_MS,
+                    used,
+                    created,
+                    created,
+                )
+            )
             events += [
                 (created, "create", "opaque", subject, "ok"),
                 (created + 1, "verify", "opaque", subject, "ok"),

@@ -1,86 +1,19 @@
-"""Shared fixtures: the test seed (fixed machines and keys) and real app processes (harness)."""
+"""Shared fixtures: real app processes (harness) started with the test seed (tests/seed.py)."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from importlib.metadata import entry_points
-from pathlib import Path
 
 import pytest
 
 from tests.harness import RunningApp, free_port, start_app
+from tests.seed import issuer_env
 
 # pytester runs the plugin's own tests. The plugin is this repository's m2m_harness.plugin,
 # unless the package is installed: then its `m2m` pytest11 entry point has registered it.
 PLUGIN = "m2m_harness.plugin"
 pytest_plugins = ["pytester", *([] if entry_points(group="pytest11", name="m2m") else [PLUGIN])]
-
-TEST_SECRET_KEY = "sk_test_pytest0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d"
-
-
-@dataclass(frozen=True)
-class SeedMachine:
-    id: str
-    name: str
-    secret_key: str
-
-
-CALLER = SeedMachine("mch_testcaller00000000000000000", "test-caller", "ak_testcaller" + "1" * 32)
-RECEIVER = SeedMachine(
-    "mch_testreceiver000000000000000", "test-receiver", "ak_testreceiver" + "2" * 30
-)
-OUTSIDER = SeedMachine(
-    "mch_testoutsider000000000000000", "test-outsider", "ak_testoutsider" + "3" * 30
-)
-
-
-def test_seed() -> dict:
-    """caller -> receiver is the only scope; outsider may talk to nobody and nobody to it."""
-    return {
-        "machines": [
-            {"id": CALLER.id, "name": CALLER.name, "secret_key": CALLER.secret_key,
-             "default_token_ttl": 3600, "scoped_machines": [RECEIVER.id]},
-            {"id": RECEIVER.id, "name": RECEIVER.name, "secret_key": RECEIVER.secret_key,
-             "default_token_ttl": 3600, "scoped_machines": []},
-            {"id": OUTSIDER.id, "name": OUTSIDER.name, "secret_key": OUTSIDER.secret_key,
-             "default_token_ttl": 3600, "scoped_machines": []},
-        ]
-    }  # fmt: skip
-
-
-test_seed.__test__ = False  # a helper, not a test
-
-
-def issuer_env(workdir: Path, port: int | None = None, **extra: str) -> dict[str, str]:
-    """Environment for a mock issuer with its own database and the test seed."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    seed_path = workdir / "seed.json"
-    seed_path.write_text(json.dumps(test_seed()))
-    env = {
-        "CLERK_SECRET_KEY": TEST_SECRET_KEY,
-        "MOCK_ISSUER_DB": str(workdir / "issuer.db"),
-        "MOCK_ISSUER_SEED": str(seed_path),
-    }
-    env.update(extra)
-    return env
-
-
-IN_PROCESS_ISSUER_URL = "http://127.0.0.1:8799"  # the JWT `iss` of in-process issuers
-
-
-def make_issuer_app(workdir: Path, **config: object):
-    """An in-process mock issuer (Flask test client speed) with its own database and the test
-    seed; `config` overrides any setting."""
-    from mock_issuer import create_app
-
-    settings: dict[str, object] = {
-        **issuer_env(workdir, MOCK_ISSUER_URL=IN_PROCESS_ISSUER_URL),
-        "TESTING": True,
-    }
-    settings.update(config)
-    return create_app(settings)
 
 
 @pytest.fixture

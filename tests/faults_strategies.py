@@ -31,12 +31,37 @@ def fuzz_settings(examples: int) -> settings:
 
 ODD_TEXT = st.sampled_from(
     [
-        "", " ", "\x00", "a\x00b", "\u202eevil", "\ufeff", "\U0001f600" * 3, "e\u0301", "\u2028",
-        "\u01c5", "\ufb01", "\U0001d518\U0001d52b",
-        "\\", '"', "' OR 1=1 --", "../../etc/passwd", "%00", "%s%n", "${jndi:x}",
-        "null", "true", "1e400", "-0", "NaN", "mch_", "mt_", "sk_", "ak_", "x" * 3000,
+        "",
+        " ",
+        "\x00",
+        "a\x00b",
+        "\u202eevil",
+        "\ufeff",
+        "\U0001f600" * 3,
+        "e\u0301",
+        "\u2028",
+        "\u01c5",
+        "\ufb01",
+        "\U0001d518\U0001d52b",
+        "\\",
+        '"',
+        "' OR 1=1 --",
+        "../../etc/passwd",
+        "%00",
+        "%s%n",
+        "${jndi:x}",
+        "null",
+        "true",
+        "1e400",
+        "-0",
+        "NaN",
+        "mch_",
+        "mt_",
+        "sk_",
+        "ak_",
+        "x" * 3000,
     ]
-)  # fmt: skip
+)
 TEXT = st.one_of(st.text(max_size=40), ODD_TEXT)
 NUMBERS = st.one_of(
     st.integers(min_value=-(2**70), max_value=2**70),
@@ -120,12 +145,19 @@ def bodies(fields: set[str] | frozenset[str]) -> st.SearchStrategy[bytes | None]
 
 CONTENT_TYPES = st.sampled_from(
     [
-        None, "application/json", "application/json", "text/plain",
+        None,
+        "application/json",
+        "application/json",
+        "text/plain",
         "application/json; charset=utf-16",
-        "application/x-www-form-urlencoded", "multipart/form-data; boundary=zz", "application/xml",
-        "application/json; charset=\u00ff", "*/*", "",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=zz",
+        "application/xml",
+        "application/json; charset=\u00ff",
+        "*/*",
+        "",
     ]
-)  # fmt: skip
+)
 
 # Header values a real HTTP client can send: latin-1, no CR/LF.
 HEADER_TEXT = st.text(st.characters(codec="latin-1", exclude_characters="\r\n"), max_size=80)

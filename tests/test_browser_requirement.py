@@ -19,11 +19,23 @@ def pytester_env() -> Callable[..., subprocess.CompletedProcess[str]]:
 
     def collect(**env: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
-             "tests/test_dashboard_browser.py"],
-            cwd=REPO_ROOT, env={**os.environ, **env}, capture_output=True, text=True,
-            timeout=60, check=False,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "pytest",
+                "--collect-only",
+                "-q",
+                "-p",
+                "no:cacheprovider",
+                "tests/test_dashboard_browser.py",
+            ],
+            cwd=REPO_ROOT,
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
 
     return collect
 
@@ -37,8 +49,7 @@ def outcome(environ: dict[str, str]) -> BaseException:
     raise AssertionError("no_browser returned")
 
 
-@pytest.mark.parametrize("environ", [{}, {"M2M_REQUIRE_BROWSER": ""},
-                                     {"M2M_REQUIRE_BROWSER": "0"}])  # fmt: skip
+@pytest.mark.parametrize("environ", [{}, {"M2M_REQUIRE_BROWSER": ""}, {"M2M_REQUIRE_BROWSER": "0"}])
 def test_a_missing_browser_skips_the_module_by_default(environ):
     exc = outcome(environ)
     assert type(exc) is pytest.skip.Exception and exc.allow_module_level

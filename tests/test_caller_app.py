@@ -9,8 +9,8 @@ import caller_app
 from caller_app import create_app
 from caller_app.config import ENV_VARS, ConfigError, load_settings
 from caller_app.www_authenticate import parse_bearer_challenge
+from tests.fakes import MACHINE_KEY, FakeServer
 from tests.harness import free_port
-from tests.test_caller_token_client import MACHINE_KEY, FakeServer
 
 
 @pytest.fixture

@@ -17,8 +17,8 @@ from flask import Flask
 from flask import request as flask_request
 from werkzeug.serving import make_server
 
-from tests.conftest import CALLER, OUTSIDER, RECEIVER, TEST_SECRET_KEY, issuer_env
 from tests.harness import RunningApp, free_port, start_app
+from tests.seed import CALLER, OUTSIDER, RECEIVER, TEST_SECRET_KEY, issuer_env
 
 pytestmark = pytest.mark.e2e
 

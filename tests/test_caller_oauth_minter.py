@@ -24,6 +24,7 @@ from caller_app.token_client import (
     MachineSecretKeyRejected,
     RetryPolicy,
 )
+from tests.fakes import FakeClock
 from tests.threaded_server import serve_in_thread, stop
 
 CLIENT_ID = "svc-caller"
@@ -196,13 +197,13 @@ def test_metadata_naming_another_issuer_is_refused(server):
 
 
 def test_one_token_is_reused_whatever_format_is_asked_until_shortly_before_expiry(server):
-    now = [1000.0]
-    client = make_client(server, refresh_margin_seconds=30, monotonic=lambda: now[0])
+    clock = FakeClock()
+    client = make_client(server, refresh_margin_seconds=30, monotonic=clock)
     first = client.get_token()
     assert all(client.get_token(fmt).id == first.id for fmt in ("opaque", "jwt") * 20)
-    now[0] += 300 - 30 - 1
+    clock.advance(300 - 30 - 1)
     assert client.get_token().id == first.id
-    now[0] += 2  # inside the refresh margin
+    clock.advance(2)  # inside the refresh margin
     assert client.get_token().id != first.id
     assert len(server.token_requests) == 2 and len(server.discovery_requests) == 1
 

@@ -21,8 +21,8 @@ import requests
 from playwright import sync_api
 
 from tests.browser_requirement import no_browser
-from tests.conftest import TEST_SECRET_KEY, issuer_env
 from tests.harness import REPO_ROOT, RunningApp, free_port, start_app
+from tests.seed import TEST_SECRET_KEY, issuer_env
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]
 

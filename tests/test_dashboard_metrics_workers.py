@@ -8,8 +8,8 @@ import re
 import pytest
 import requests
 
-from tests.conftest import CALLER, TEST_SECRET_KEY, issuer_env
 from tests.harness import free_port
+from tests.seed import CALLER, TEST_SECRET_KEY, issuer_env
 
 pytestmark = pytest.mark.e2e
 

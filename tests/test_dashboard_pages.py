@@ -20,7 +20,7 @@ from flask.testing import FlaskClient
 from mock_issuer import db, machines, metrics
 from mock_issuer.dashboard.auth import SESSION_MAX_AGE_SECONDS
 from mock_issuer.dashboard.pricing import days_in_month, format_usd
-from tests.conftest import CALLER, OUTSIDER, RECEIVER, TEST_SECRET_KEY, make_issuer_app
+from tests.seed import CALLER, OUTSIDER, RECEIVER, TEST_SECRET_KEY, make_issuer_app
 
 SK = {"Authorization": f"Bearer {TEST_SECRET_KEY}"}
 FAKE_ID = "mch_" + "x" * 27

@@ -16,7 +16,7 @@ from flask.testing import FlaskClient
 from mock_issuer import db
 from mock_issuer.faults import normalize_path
 from mock_issuer.rate_limit import RateLimit
-from tests.conftest import CALLER, TEST_SECRET_KEY, make_issuer_app
+from tests.seed import CALLER, TEST_SECRET_KEY, make_issuer_app
 
 SK = {"Authorization": f"Bearer {TEST_SECRET_KEY}"}
 AK = {"Authorization": f"Bearer {CALLER.secret_key}"}

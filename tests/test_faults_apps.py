@@ -19,9 +19,9 @@ import pytest
 import requests
 from xprocess.xprocess import XPROCESS_BLOCK_DELIMITER
 
-from tests.conftest import CALLER, OUTSIDER, RECEIVER, TEST_SECRET_KEY, issuer_env
 from tests.faults_client import IssuerFaults
 from tests.harness import RunningApp, free_port, start_app
+from tests.seed import CALLER, OUTSIDER, RECEIVER, TEST_SECRET_KEY, issuer_env
 
 pytestmark = pytest.mark.e2e
 
@@ -285,10 +285,15 @@ def test_no_log_of_any_process_holds_a_key_or_a_token(issuer, receiver, new_call
     gunicorn with its access log on: servers log request lines, and no token may be in one."""
     access_logged = start(
         "receiver_app",
-        {"CLERK_API_URL": issuer.url, "CLERK_MACHINE_SECRET_KEY": RECEIVER.secret_key,
-         "CLERK_MACHINE_ID": RECEIVER.id, "GUNICORN_CMD_ARGS": "--access-logfile -"},
-        server="gunicorn", workers=1,
-    )  # fmt: skip
+        {
+            "CLERK_API_URL": issuer.url,
+            "CLERK_MACHINE_SECRET_KEY": RECEIVER.secret_key,
+            "CLERK_MACHINE_ID": RECEIVER.id,
+            "GUNICORN_CMD_ARGS": "--access-logfile -",
+        },
+        server="gunicorn",
+        workers=1,
+    )
     STARTED.append(access_logged)
     caller = new_caller()
     loose = [mint(issuer), mint(issuer, token_format="jwt"), TEST_SECRET_KEY, CALLER.secret_key]

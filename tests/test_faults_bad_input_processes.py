@@ -21,11 +21,7 @@ from hypothesis import given, reject
 from hypothesis import strategies as st
 from xprocess.xprocess import XPROCESS_BLOCK_DELIMITER
 
-from tests.conftest import CALLER, OUTSIDER, RECEIVER, issuer_env
-from tests.faults_strategies import fuzz_settings, json_bytes
-from tests.harness import RunningApp, free_port, start_app
-from tests.test_faults_bad_input import (
-    SK,
+from tests.bad_input import (
     TARGET,
     FuzzRequest,
     assert_clerk_answer,
@@ -35,6 +31,9 @@ from tests.test_faults_bad_input import (
     snapshot,
     usable_receiver_requests,
 )
+from tests.faults_strategies import fuzz_settings, json_bytes
+from tests.harness import RunningApp, free_port, start_app
+from tests.seed import CALLER, OUTSIDER, RECEIVER, SK, issuer_env
 
 pytestmark = pytest.mark.e2e
 
@@ -57,11 +56,14 @@ def apps(xprocess, tmp_path_factory) -> Iterator[tuple[RunningApp, RunningApp]]:
     receiver = start_app(
         xprocess,
         "receiver_app",
-        {"CLERK_API_URL": issuer.url, "CLERK_MACHINE_SECRET_KEY": RECEIVER.secret_key,
-         "CLERK_MACHINE_ID": RECEIVER.id},
+        {
+            "CLERK_API_URL": issuer.url,
+            "CLERK_MACHINE_SECRET_KEY": RECEIVER.secret_key,
+            "CLERK_MACHINE_ID": RECEIVER.id,
+        },
         server="gunicorn",
         workers=1,
-    )  # fmt: skip
+    )
     for app, workers in ((issuer, 2), (receiver, 1)):  # /healthz answers once one is up
         deadline = time.monotonic() + 30
         while worker_boots(app) < workers:
@@ -91,9 +93,14 @@ def http_send(base: str, req: FuzzRequest, target: str) -> requests.Response:
         body = body.replace(json_bytes(TARGET)[1:-1], target.encode())
     try:
         return requests.request(
-            req.method, base + path, data=body, headers=req.headers(), params=req.query,
-            timeout=TIMEOUT, allow_redirects=False,
-        )  # fmt: skip
+            req.method,
+            base + path,
+            data=body,
+            headers=req.headers(),
+            params=req.query,
+            timeout=TIMEOUT,
+            allow_redirects=False,
+        )
     except (requests.exceptions.InvalidHeader, requests.exceptions.InvalidURL, ValueError):
         reject()  # `requests` itself refuses to send it
         raise AssertionError("unreachable") from None
@@ -102,8 +109,9 @@ def http_send(base: str, req: FuzzRequest, target: str) -> requests.Response:
 @pytest.fixture(scope="module")
 def target(apps) -> str:
     issuer = apps[0]
-    resp = requests.post(f"{issuer.url}/v1/machines", json={"name": "fuzz-target"}, headers=SK,
-                         timeout=TIMEOUT)  # fmt: skip
+    resp = requests.post(
+        f"{issuer.url}/v1/machines", json={"name": "fuzz-target"}, headers=SK, timeout=TIMEOUT
+    )
     return resp.json()["id"]
 
 
@@ -129,8 +137,12 @@ def receiver_tokens(apps) -> dict[str, list[str]]:
     issuer = apps[0]
 
     def mint(machine, **body: Any) -> str:
-        resp = requests.post(f"{issuer.url}/v1/m2m_tokens", json=body, timeout=TIMEOUT,
-                             headers={"Authorization": f"Bearer {machine.secret_key}"})  # fmt: skip
+        resp = requests.post(
+            f"{issuer.url}/v1/m2m_tokens",
+            json=body,
+            timeout=TIMEOUT,
+            headers={"Authorization": f"Bearer {machine.secret_key}"},
+        )
         return resp.json()["token"]
 
     return {
@@ -272,7 +284,9 @@ def test_malformed_http_gets_its_pinned_answer_and_no_worker_dies_or_data_change
     ak = {"Authorization": f"Bearer {CALLER.secret_key}"}
     token = requests.post(f"{issuer.url}/v1/m2m_tokens", json={}, headers=ak, timeout=TIMEOUT)
     resp = requests.post(
-        f"{receiver.url}/receive", json={"message": "still up"}, timeout=TIMEOUT,
+        f"{receiver.url}/receive",
+        json={"message": "still up"},
+        timeout=TIMEOUT,
         headers={"Authorization": f"Bearer {token.json()['token']}"},
-    )  # fmt: skip
+    )
     assert resp.status_code == 200

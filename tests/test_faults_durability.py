@@ -16,9 +16,9 @@ import pytest
 import requests
 from xprocess.xprocess import XPROCESS_BLOCK_DELIMITER
 
-from tests.conftest import CALLER, RECEIVER, TEST_SECRET_KEY, issuer_env
 from tests.faults_client import IssuerFaults
 from tests.harness import free_port, wait_until
+from tests.seed import CALLER, RECEIVER, TEST_SECRET_KEY, issuer_env
 
 pytestmark = pytest.mark.e2e
 
@@ -28,8 +28,12 @@ TIMEOUT = 10
 
 
 def verify(url: str, token: str, key: str = RECEIVER.secret_key) -> requests.Response:
-    return requests.post(f"{url}/m2m_tokens/verify", json={"token": token}, timeout=TIMEOUT,
-                         headers={"Authorization": f"Bearer {key}"})  # fmt: skip
+    return requests.post(
+        f"{url}/m2m_tokens/verify",
+        json={"token": token},
+        timeout=TIMEOUT,
+        headers={"Authorization": f"Bearer {key}"},
+    )
 
 
 @pytest.fixture
@@ -72,8 +76,9 @@ def test_every_token_answered_201_survives_kill_9_during_a_creation_storm(gunico
             fmt = "jwt" if (n + i) % 3 == 0 else "opaque"
             i += 1
             try:
-                resp = session.post(f"{issuer.url}/v1/m2m_tokens", json={"token_format": fmt},
-                                    headers=AK, timeout=2)  # fmt: skip
+                resp = session.post(
+                    f"{issuer.url}/v1/m2m_tokens", json={"token_format": fmt}, headers=AK, timeout=2
+                )
             except requests.RequestException:
                 continue  # the crash: this creation was never answered
             if resp.status_code == 201:
@@ -97,8 +102,9 @@ def test_every_token_answered_201_survives_kill_9_during_a_creation_storm(gunico
     with ThreadPoolExecutor(max_workers=4) as pool:
         statuses = list(pool.map(lambda t: verify(issuer.url, t["token"]).status_code, answered))
     assert statuses == [200] * len(answered)
-    assert {"opaque", "jwt"} == {"jwt" if t["token"].startswith("eyJ") else "opaque"
-                                 for t in answered}  # fmt: skip
+    assert {"opaque", "jwt"} == {
+        "jwt" if t["token"].startswith("eyJ") else "opaque" for t in answered
+    }
     assert integrity(issuer.env["MOCK_ISSUER_DB"]) == ("ok", [])
 
 
@@ -114,8 +120,9 @@ def test_verification_never_passes_once_a_parallel_revoke_has_answered(gunicorn_
     issuer = gunicorn_issuer
     late_accepts, accepted_before, rejected_after = 0, 0, 0
     for _ in range(15):
-        token = requests.post(f"{issuer.url}/v1/m2m_tokens", json={}, headers=AK,
-                              timeout=TIMEOUT).json()  # fmt: skip
+        token = requests.post(
+            f"{issuer.url}/v1/m2m_tokens", json={}, headers=AK, timeout=TIMEOUT
+        ).json()
         attempts: list[Attempt] = []
         lock = threading.Lock()
         revoked_at: list[float] = []
@@ -126,8 +133,12 @@ def test_verification_never_passes_once_a_parallel_revoke_has_answered(gunicorn_
             session = requests.Session()
             while not revoked_at or time.monotonic() < revoked_at[0] + 0.15:
                 sent = time.monotonic()
-                status = session.post(f"{issuer.url}/m2m_tokens/verify", json={"token": token},
-                                      headers=SK, timeout=TIMEOUT).status_code  # fmt: skip
+                status = session.post(
+                    f"{issuer.url}/m2m_tokens/verify",
+                    json={"token": token},
+                    headers=SK,
+                    timeout=TIMEOUT,
+                ).status_code
                 with lock:
                     attempts.append(Attempt(sent, status))
 
@@ -135,8 +146,9 @@ def test_verification_never_passes_once_a_parallel_revoke_has_answered(gunicorn_
         for thread in threads:
             thread.start()
         time.sleep(random.uniform(0.02, 0.08))
-        resp = requests.post(f"{issuer.url}/m2m_tokens/{token['id']}/revoke", json={},
-                             headers=SK, timeout=TIMEOUT)  # fmt: skip
+        resp = requests.post(
+            f"{issuer.url}/m2m_tokens/{token['id']}/revoke", json={}, headers=SK, timeout=TIMEOUT
+        )
         revoked_at.append(time.monotonic())
         assert resp.status_code == 200 and resp.json()["revoked"] is True
         for thread in threads:

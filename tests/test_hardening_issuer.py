@@ -8,7 +8,7 @@ import re
 import pytest
 
 from mock_issuer import db, tokens
-from tests.conftest import CALLER, TEST_SECRET_KEY, make_issuer_app
+from tests.seed import CALLER, TEST_SECRET_KEY, make_issuer_app
 
 LATENCY_SERIES = re.compile(r"^mock_issuer_request_duration_seconds_count\{([^}]*)\}", re.M)
 

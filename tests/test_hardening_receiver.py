@@ -59,8 +59,16 @@ def signed(payload_json: str, cat: str | None = M2M_CATEGORY) -> str:
 def payload(**times: str) -> str:
     """M2M claims as JSON text with `exp`, `nbf`, `iat` given as raw JSON fragments."""
     now = int(time.time())
-    claims = {"iss": API_URL, "sub": CALLER_ID, "jti": "mt_" + "b" * 32, "aud": [RECEIVER_ID],
-              "scopes": RECEIVER_ID, "iat": now, "nbf": now, "exp": now + 60}  # fmt: skip
+    claims = {
+        "iss": API_URL,
+        "sub": CALLER_ID,
+        "jti": "mt_" + "b" * 32,
+        "aud": [RECEIVER_ID],
+        "scopes": RECEIVER_ID,
+        "iat": now,
+        "nbf": now,
+        "exp": now + 60,
+    }
     fields = {name: json.dumps(value) for name, value in claims.items()}
     fields.update(times)
     return "{" + ",".join(f'"{k}":{v}' for k, v in fields.items()) + "}"
@@ -107,9 +115,18 @@ def test_times_that_are_not_numeric_dates_in_range_are_invalid_token(client, tim
 def session_style(**overrides: Any) -> str:
     """Claims shaped like a Clerk session token: a user subject, a session id, an `azp`."""
     now = int(time.time())
-    claims = {"iss": API_URL, "sub": "user_2hardsession000000000000", "sid": "sess_2hard0000",
-              "azp": "https://app.example.com", "jti": "mt_" + "c" * 32, "aud": [RECEIVER_ID],
-              "scopes": RECEIVER_ID, "iat": now, "nbf": now, "exp": now + 60}  # fmt: skip
+    claims = {
+        "iss": API_URL,
+        "sub": "user_2hardsession000000000000",
+        "sid": "sess_2hard0000",
+        "azp": "https://app.example.com",
+        "jti": "mt_" + "c" * 32,
+        "aud": [RECEIVER_ID],
+        "scopes": RECEIVER_ID,
+        "iat": now,
+        "nbf": now,
+        "exp": now + 60,
+    }
     claims.update(overrides)
     return json.dumps({k: v for k, v in claims.items() if v is not None})
 

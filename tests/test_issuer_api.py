@@ -5,68 +5,26 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
 from mock_issuer import db, tokens
-from tests.conftest import CALLER, OUTSIDER, RECEIVER, TEST_SECRET_KEY, make_issuer_app
-
-ISSUER_URL = "http://127.0.0.1:8799"
-SK = {"Authorization": f"Bearer {TEST_SECRET_KEY}"}
-
-
-def bearer(key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key}"}
-
-
-def make_app(workdir: Path, **config: object) -> Flask:
-    return make_issuer_app(workdir, MOCK_ISSUER_URL=ISSUER_URL, **config)
+from tests.fakes import advance_clock
+from tests.issuer_calls import assert_clerk_error, bearer, mint, new_machine, verify
+from tests.seed import CALLER, OUTSIDER, RECEIVER, SK, TEST_SECRET_KEY, make_issuer_app
 
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory) -> Iterator[Flask]:
-    yield make_app(tmp_path_factory.mktemp("issuer-api"))
+    yield make_issuer_app(tmp_path_factory.mktemp("issuer-api"))
     db.close_thread_connections()
 
 
 @pytest.fixture
 def client(app: Flask) -> FlaskClient:
     return app.test_client()
-
-
-def new_machine(client: FlaskClient, name: str = "m", **body) -> dict:
-    resp = client.post("/v1/machines", json={"name": name, **body}, headers=SK)
-    assert resp.status_code == 200, resp.json
-    return resp.json
-
-
-def mint(client: FlaskClient, key: str = CALLER.secret_key, path="/v1/m2m_tokens", **body) -> dict:
-    resp = client.post(path, json=body, headers=bearer(key))
-    assert resp.status_code == 201, resp.json
-    return resp.json
-
-
-def verify(client: FlaskClient, token: str, key: str = RECEIVER.secret_key, field="token"):
-    return client.post("/m2m_tokens/verify", json={field: token}, headers=bearer(key))
-
-
-def advance_clock(monkeypatch, seconds: float) -> None:
-    """Move the issuer's clock forward (it runs in this process), so expiry needs no sleep."""
-    real_now_ms = db.now_ms
-    monkeypatch.setattr(db, "now_ms", lambda: real_now_ms() + round(seconds * 1000))
-
-
-def assert_clerk_error(resp, status: int, code: str) -> dict:
-    assert resp.status_code == status, resp.data
-    assert resp.headers["Content-Type"] == "application/json"
-    body = resp.json
-    assert body["errors"][0]["code"] == code, body
-    assert body["errors"][0]["message"] and body["errors"][0]["long_message"]
-    assert body["clerk_trace_id"]
-    return body["errors"][0]
 
 
 TOKEN_KEYS = {
@@ -137,9 +95,9 @@ def test_scopes_are_a_snapshot_at_creation(client):
     assert mint(client, sender["secret_key"])["scopes"] == []
 
 
-@pytest.mark.parametrize("seconds", [0.0001, 0.5, 0.999])
+@pytest.mark.parametrize("seconds", [-5, 0.0001, 0.5, 0.999])
 @pytest.mark.parametrize("token_format", ["opaque", "jwt"])
-def test_lifetime_under_one_second_is_422_naming_the_field(client, seconds, token_format):
+def test_negative_or_sub_second_lifetime_is_422_naming_the_field(client, seconds, token_format):
     resp = client.post(
         "/v1/m2m_tokens",
         json={"seconds_until_expiration": seconds, "token_format": token_format},
@@ -290,10 +248,10 @@ def test_reusable_token_copy_cannot_be_decrypted_from_the_database_alone(app, cl
 
 
 def test_changing_the_instance_secret_key_ends_reuse_of_earlier_tokens(tmp_path):
-    first_app = make_app(tmp_path)
+    first_app = make_issuer_app(tmp_path)
     first = mint(first_app.test_client(), min_remaining_ttl_seconds=10)
     other_key = "sk_test_" + "7" * 32
-    second_app = make_app(tmp_path, CLERK_SECRET_KEY=other_key)  # the same database
+    second_app = make_issuer_app(tmp_path, CLERK_SECRET_KEY=other_key)  # the same database
     resp = second_app.test_client().post(
         "/v1/m2m_tokens", json={"min_remaining_ttl_seconds": 10}, headers=bearer(CALLER.secret_key)
     )
@@ -359,7 +317,9 @@ def test_verify_works_on_both_prefixes(client):
 def test_instance_key_verifies_any_token_without_scope_check(client):
     token = mint(client, OUTSIDER.secret_key)
     assert token["scopes"] == []
-    assert verify(client, token["token"], key=TEST_SECRET_KEY).status_code == 200
+    resp = verify(client, token["token"], key=TEST_SECRET_KEY)
+    assert resp.status_code == 200
+    assert (resp.json["id"], resp.json["subject"]) == (token["id"], OUTSIDER.id)
 
 
 def test_machine_outside_the_scopes_gets_404(client):
@@ -372,15 +332,17 @@ def test_machine_outside_the_scopes_gets_404(client):
     )
 
 
-def test_unknown_token_is_404(client):
-    assert_clerk_error(verify(client, "mt_" + "0" * 64), 404, "resource_not_found")
-    assert_clerk_error(verify(client, "garbage"), 404, "resource_not_found")
+def test_unknown_token_is_404_even_to_the_instance_key(client):
+    for key in (RECEIVER.secret_key, TEST_SECRET_KEY):
+        assert_clerk_error(verify(client, "mt_" + "0" * 64, key), 404, "resource_not_found")
+        assert_clerk_error(verify(client, "garbage", key), 404, "resource_not_found")
 
 
 def test_expired_token_is_rejected_with_404(client, monkeypatch):
     token = mint(client, seconds_until_expiration=1)
     advance_clock(monkeypatch, 1.01)
-    assert_clerk_error(verify(client, token["token"]), 404, "resource_not_found")
+    for key in (RECEIVER.secret_key, TEST_SECRET_KEY):
+        assert_clerk_error(verify(client, token["token"], key), 404, "resource_not_found")
 
 
 def test_revoked_token_is_rejected_with_404(client):
@@ -469,6 +431,7 @@ def test_machine_may_list_and_revoke_only_its_own_tokens(client):
         f"/v1/m2m_tokens/{token['id']}/revoke", json={}, headers=bearer(OUTSIDER.secret_key)
     )
     assert_clerk_error(resp, 404, "resource_not_found")
+    assert verify(client, token["token"]).json["revoked"] is False  # the refusal changed nothing
     resp = client.post(
         f"/v1/m2m_tokens/{token['id']}/revoke", json={}, headers=bearer(CALLER.secret_key)
     )
@@ -476,7 +439,11 @@ def test_machine_may_list_and_revoke_only_its_own_tokens(client):
 
 
 def test_list_parameter_errors(client):
-    assert_clerk_error(client.get("/v1/m2m_tokens", headers=SK), 422, "form_param_missing")
+    for query in ("", "?subject="):
+        resp = client.get(f"/v1/m2m_tokens{query}", headers=SK)
+        assert assert_clerk_error(resp, 422, "form_param_missing")["meta"] == {
+            "param_name": "subject"
+        }
     for query, param in [
         (f"subject={CALLER.id}&limit=0", "limit"),
         (f"subject={CALLER.id}&limit=101", "limit"),
@@ -672,11 +639,9 @@ def test_secret_key_get_and_rotate_with_grace_period(client):
         headers=SK,
     )
     newest = resp.json["secret"]
-    assert_clerk_error(
-        client.post("/v1/m2m_tokens", json={}, headers=bearer(new_key)),
-        401,
-        "machine_secret_key_invalid",
-    )
+    refused = client.post("/v1/m2m_tokens", json={}, headers=bearer(new_key))
+    assert_clerk_error(refused, 401, "machine_secret_key_invalid")
+    assert new_key not in refused.get_data(as_text=True)
     assert mint(client, newest)["subject"] == machine["id"]
 
 

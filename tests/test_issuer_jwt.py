@@ -9,21 +9,21 @@ import pytest
 from flask.testing import FlaskClient
 
 from mock_issuer import db, signing_keys
-from tests.conftest import CALLER, OUTSIDER, RECEIVER, TEST_SECRET_KEY
-from tests.test_issuer_api import ISSUER_URL, SK, assert_clerk_error, bearer, make_app, mint, verify
+from tests.issuer_calls import assert_clerk_error, bearer, mint, verify
+from tests.seed import CALLER, ISSUER_URL, OUTSIDER, RECEIVER, SK, TEST_SECRET_KEY, make_issuer_app
 
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory) -> FlaskClient:
     """One issuer for the tests that only add tokens."""
-    yield make_app(tmp_path_factory.mktemp("issuer-jwt")).test_client()
+    yield make_issuer_app(tmp_path_factory.mktemp("issuer-jwt")).test_client()
     db.close_thread_connections()
 
 
 @pytest.fixture
 def fresh_client(tmp_path) -> FlaskClient:
     """A fresh issuer: rotation tests must not see each other's keys."""
-    yield make_app(tmp_path).test_client()
+    yield make_issuer_app(tmp_path).test_client()
     db.close_thread_connections()
 
 
@@ -174,7 +174,7 @@ def test_jwks_objects_carry_what_verifiers_need(client):
 
 
 def test_cli_rotate_signing_key_command(tmp_path):
-    app = make_app(tmp_path)
+    app = make_issuer_app(tmp_path)
     conn = db.connect(app.extensions["settings"].mock_issuer_db)
     before = signing_keys.active_signing_key(conn).kid
     result = app.test_cli_runner().invoke(args=["rotate-signing-key"])

@@ -13,8 +13,8 @@ import jwt
 import pytest
 import requests
 
-from tests.conftest import CALLER, RECEIVER, TEST_SECRET_KEY, issuer_env, test_seed
 from tests.harness import REPO_ROOT, base_env, free_port
+from tests.seed import CALLER, RECEIVER, TEST_SECRET_KEY, issuer_env, seed_document
 
 pytestmark = pytest.mark.e2e
 
@@ -131,7 +131,9 @@ def test_gunicorn_workers_share_all_state(start, tmp_path):
     each seeded machine (a name-only seed entry would duplicate under a race); tokens minted
     through any worker verify through any other, and usage counts every request exactly once."""
     seed = tmp_path / "race-seed.json"
-    seed.write_text(json.dumps({"machines": [*test_seed()["machines"], {"name": "named-only"}]}))
+    seed.write_text(
+        json.dumps({"machines": [*seed_document()["machines"], {"name": "named-only"}]})
+    )
     port = free_port()
     env = issuer_env(tmp_path / "gunicorn", MOCK_ISSUER_URL=f"http://127.0.0.1:{port}")
     env["MOCK_ISSUER_SEED"] = str(seed)

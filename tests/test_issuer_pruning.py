@@ -9,8 +9,9 @@ import time
 import pytest
 
 from mock_issuer import db, ids, pruning, retention
-from tests.conftest import CALLER
-from tests.test_issuer_api import make_app, mint
+from tests.issuer_calls import mint
+from tests.seed import CALLER
+from tests.seed import make_issuer_app as make_app
 
 DAY_MS = 86_400_000
 RETENTION_MS = 30 * DAY_MS
@@ -32,10 +33,16 @@ def add_tokens(conn, n: int, *, expired_days_ago: float, revoked: bool = False) 
     now = db.now_ms()
     when = now - round(expired_days_ago * DAY_MS)
     rows = [
-        (ids.new_token_id(), ids.secret_hash(ids.new_token_secret()), CALLER.id,
-         when if not revoked else now + DAY_MS, int(revoked), when if revoked else now - DAY_MS)
+        (
+            ids.new_token_id(),
+            ids.secret_hash(ids.new_token_secret()),
+            CALLER.id,
+            when if not revoked else now + DAY_MS,
+            int(revoked),
+            when if revoked else now - DAY_MS,
+        )
         for _ in range(n)
-    ]  # fmt: skip
+    ]
     with db.write(conn):
         conn.executemany(
             "INSERT INTO m2m_tokens (id, token_hash, subject, claims, scopes, expiration,"

@@ -10,8 +10,10 @@ import pytest
 from mock_issuer import create_app, db, retention, usage
 from mock_issuer.config import ConfigError, load_settings
 from mock_issuer.usage import all_time_counts, counts_since
-from tests.conftest import CALLER, RECEIVER, TEST_SECRET_KEY
-from tests.test_issuer_api import SK, advance_clock, assert_clerk_error, make_app, mint, verify
+from tests.fakes import advance_clock
+from tests.issuer_calls import assert_clerk_error, mint, verify
+from tests.seed import CALLER, RECEIVER, SK, TEST_SECRET_KEY
+from tests.seed import make_issuer_app as make_app
 
 DAY_MS = 86_400_000
 HOUR_MS = 3_600_000

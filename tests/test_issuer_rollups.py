@@ -17,15 +17,22 @@ import pytest
 from mock_issuer import db, rollups, usage
 from mock_issuer.dashboard import pricing
 from mock_issuer.dashboard.pricing import billable_counts
-from tests.conftest import CALLER, OUTSIDER, RECEIVER
-from tests.test_issuer_api import SK, make_app, mint
+from tests.issuer_calls import mint
+from tests.seed import CALLER, OUTSIDER, RECEIVER, SK
+from tests.seed import make_issuer_app as make_app
 
 NOW = 1_767_225_599_999  # 2025-12-31 23:59:59.999 UTC: the last instant of a month and a year
 HOUR, DAY = 3_600_000, 86_400_000
 GONE = "mch_deleted000000000000000000000"[:31]  # a machine deleted since (no machines row)
-KINDS = [("create", "opaque", "ok"), ("create", "jwt", "ok"), ("reuse", "opaque", "ok"),
-         ("verify", "opaque", "ok"), ("verify", "opaque", "failed"), ("verify", "jwt", "ok"),
-         ("verify", "jwt", "failed")]  # fmt: skip
+KINDS = [
+    ("create", "opaque", "ok"),
+    ("create", "jwt", "ok"),
+    ("reuse", "opaque", "ok"),
+    ("verify", "opaque", "ok"),
+    ("verify", "opaque", "failed"),
+    ("verify", "jwt", "ok"),
+    ("verify", "jwt", "failed"),
+]
 
 
 def raw_report(conn, range_name, *, machine_id=None, bucket_seconds=None, now):
@@ -52,8 +59,10 @@ def raw_report(conn, range_name, *, machine_id=None, bucket_seconds=None, now):
 def flatten(report):
     """The report's per-bucket and per-machine counts as Counters, zeros left out."""
     buckets, machines = Counter(), Counter()
-    for key, entries, into in (("start", report["buckets"], buckets),
-                               ("machine_id", report["machines"], machines)):  # fmt: skip
+    for key, entries, into in (
+        ("start", report["buckets"], buckets),
+        ("machine_id", report["machines"], machines),
+    ):
         for entry in entries:
             for kind, fmt, outcome in KINDS:
                 section = {"create": "creations", "reuse": "reuses", "verify": "verifications"}
@@ -93,9 +102,19 @@ def edge_events(rng: random.Random) -> list:
 
 @pytest.mark.parametrize(
     ("range_name", "bucket_seconds"),
-    [("hour", None), ("hour", 300), ("hour", 2), ("hour", 7), ("day", None), ("day", 600),
-     ("day", 60), ("30d", None), ("30d", 3600), ("30d", 1800)],
-)  # fmt: skip
+    [
+        ("hour", None),
+        ("hour", 300),
+        ("hour", 2),
+        ("hour", 7),
+        ("day", None),
+        ("day", 600),
+        ("day", 60),
+        ("30d", None),
+        ("30d", 3600),
+        ("30d", 1800),
+    ],
+)
 def test_reports_from_the_counters_equal_the_raw_record_counts(conn, range_name, bucket_seconds):
     record_all(conn, edge_events(random.Random(11)))
     for machine_id in (None, CALLER.id, GONE):

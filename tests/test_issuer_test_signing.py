@@ -8,7 +8,7 @@ import pytest
 from flask.testing import FlaskClient
 
 from mock_issuer import db
-from tests.conftest import CALLER, TEST_SECRET_KEY, make_issuer_app
+from tests.seed import CALLER, TEST_SECRET_KEY, make_issuer_app
 
 SIGN = "/v1/_sign"
 SK = {"Authorization": f"Bearer {TEST_SECRET_KEY}"}
@@ -24,8 +24,11 @@ def test_signs_exactly_the_claims_sent_with_the_published_active_key(client) -> 
     claims = {"iss": "https://elsewhere.invalid", "sub": "mch_x", "exp": 1, "custom": [1, 2]}
     answer = client.post(SIGN, json={"claims": claims}, headers=SK).get_json()
     header = jwt.get_unverified_header(answer["token"])
-    jwk = next(k for k in client.get("/v1/jwks", headers=SK).get_json()["keys"]
-               if k["kid"] == answer["kid"])  # fmt: skip
+    jwk = next(
+        k
+        for k in client.get("/v1/jwks", headers=SK).get_json()["keys"]
+        if k["kid"] == answer["kid"]
+    )
     key = jwt.PyJWK(jwk).key
     decoded = jwt.decode(answer["token"], key, algorithms=["RS256"], options={"verify_exp": False})
     assert decoded == claims

@@ -11,8 +11,9 @@ from flask.testing import FlaskClient
 
 from mock_issuer import create_app, db, usage
 from mock_issuer.config import ConfigError
-from tests.conftest import CALLER, OUTSIDER, TEST_SECRET_KEY
-from tests.test_issuer_api import SK, assert_clerk_error, bearer, make_app, mint, verify
+from tests.issuer_calls import assert_clerk_error, bearer, mint, verify
+from tests.seed import CALLER, OUTSIDER, SK, TEST_SECRET_KEY
+from tests.seed import make_issuer_app as make_app
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -46,8 +46,9 @@ def test_the_finder_lands_within_25_percent_of_a_known_capacity(tmp_path):
     assert (tmp_path / "reports" / "capacity.svg").read_text().startswith("<svg")
 
 
-PLAN = StepPlan(start_rps=10, step_rps=10, step_s=8, max_steps=5, user_rps=4, p95_ms=100,
-                max_fail_ratio=0.01)  # fmt: skip
+PLAN = StepPlan(
+    start_rps=10, step_rps=10, step_s=8, max_steps=5, user_rps=4, p95_ms=100, max_fail_ratio=0.01
+)
 
 
 def window(requests: int, failures: int = 0, ms: int = 10) -> Window:

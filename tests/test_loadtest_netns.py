@@ -60,8 +60,12 @@ def server_counts(prefix: Path) -> dict[str, tuple[int, int]]:
 def locust(lab: Lab, host: str, args: list[str], env: dict[str, str]) -> subprocess.Popen:
     return subprocess.Popen(
         [*lab.exec_prefix(host), sys.executable, "-m", "locust", "-f", FILES, *args],
-        cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def test_a_distributed_run_across_hosts_counts_every_worker_and_rotates_the_key_once(tmp_path):
@@ -80,23 +84,57 @@ def test_a_distributed_run_across_hosts_counts_every_worker_and_rotates_the_key_
     processes: list[subprocess.Popen] = []
     try:
         stack = subprocess.Popen(
-            [*lab.exec_prefix("target"), sys.executable, "-m", "loadtest.netns", "serve-stack",
-             lab.address("target")],
-            cwd=REPO_ROOT, env=clean_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=(tmp_path / "stack.log").open("w"), text=True,
-        )  # fmt: skip
+            [
+                *lab.exec_prefix("target"),
+                sys.executable,
+                "-m",
+                "loadtest.netns",
+                "serve-stack",
+                lab.address("target"),
+            ],
+            cwd=REPO_ROOT,
+            env=clean_env(),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=(tmp_path / "stack.log").open("w"),
+            text=True,
+        )
         processes.append(stack)
         line = read_line(stack, START_TIMEOUT_S)
         assert line, f"the stack did not start: {(tmp_path / 'stack.log').read_text()[-3000:]}"
         env = {**clean_env(), **json.loads(line), "LOADTEST_ALLOW_REMOTE": "1"}
         master_address = lab.address("master")
         prefix = tmp_path / "locust"
-        master = locust(lab, "master", [
-            "JwtVerifyUser", "OpaqueVerifyUser", "--headless", "--master",
-            "--master-bind-host", master_address, "--master-bind-port", MASTER_PORT,
-            "--expect-workers", "2", "--expect-workers-max-wait", "30", "-u", "4", "-r", "4",
-            "-t", "10s", "--jwt-refresh-s", "1", "--only-summary", "--csv", str(prefix),
-        ], env)  # fmt: skip
+        master = locust(
+            lab,
+            "master",
+            [
+                "JwtVerifyUser",
+                "OpaqueVerifyUser",
+                "--headless",
+                "--master",
+                "--master-bind-host",
+                master_address,
+                "--master-bind-port",
+                MASTER_PORT,
+                "--expect-workers",
+                "2",
+                "--expect-workers-max-wait",
+                "30",
+                "-u",
+                "4",
+                "-r",
+                "4",
+                "-t",
+                "10s",
+                "--jwt-refresh-s",
+                "1",
+                "--only-summary",
+                "--csv",
+                str(prefix),
+            ],
+            env,
+        )
         processes.append(master)
         worker_args = ["--worker", "--master-host", master_address, "--master-port", MASTER_PORT]
         workers = [locust(lab, host, worker_args, env) for host in ("worker1", "worker2")]

@@ -35,13 +35,29 @@ def stack(tmp_path_factory) -> Iterator[Stack]:
 def run_locust(
     stack: Stack, report_dir: Path, *args: str, files: str = LOCUSTFILE, env: dict | None = None
 ) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "locust", "--config", "loadtest/locust.conf", "-f", files,
-               "--headless", "--csv", str(report_dir / "locust"),
-               "--html", str(report_dir / "report.html"), *args]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "locust",
+        "--config",
+        "loadtest/locust.conf",
+        "-f",
+        files,
+        "--headless",
+        "--csv",
+        str(report_dir / "locust"),
+        "--html",
+        str(report_dir / "report.html"),
+        *args,
+    ]
     return subprocess.run(
-        command, cwd=REPO_ROOT, env={**clean_env(), **stack.locust_env(), **(env or {})},
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        command,
+        cwd=REPO_ROOT,
+        env={**clean_env(), **stack.locust_env(), **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def verdict_lines(result: subprocess.CompletedProcess) -> list[str]:
@@ -50,8 +66,10 @@ def verdict_lines(result: subprocess.CompletedProcess) -> list[str]:
 
 def output(result: subprocess.CompletedProcess) -> str:
     """Locust's exit code and the end of its stdout and stderr, for an assertion message."""
-    return (f"exit code {result.returncode}\n--- stdout\n{result.stdout[-3000:]}"
-            f"\n--- stderr\n{result.stderr[-3000:]}")  # fmt: skip
+    return (
+        f"exit code {result.returncode}\n--- stdout\n{result.stdout[-3000:]}"
+        f"\n--- stderr\n{result.stderr[-3000:]}"
+    )
 
 
 def one_verdict(result: subprocess.CompletedProcess) -> str:
@@ -77,9 +95,16 @@ def test_smoke_run_passes_the_gate_and_writes_csv_and_html_reports(stack, tmp_pa
     assert verdict.startswith("LOADTEST PASS: ")
     rows = stats_rows(tmp_path)
     # Every user class ran, and every request, expected 401s included, counted as a success.
-    for name in ["/v1/m2m_tokens (opaque)", "/v1/m2m_tokens (jwt)", "/receive (opaque)",
-                 "/send (opaque)", "/send (jwt)", "/receive 401 (garbage)",
-                 "/receive 401 (revoked opaque)", "/receive 401 (out-of-scope jwt)"]:  # fmt: skip
+    for name in [
+        "/v1/m2m_tokens (opaque)",
+        "/v1/m2m_tokens (jwt)",
+        "/receive (opaque)",
+        "/send (opaque)",
+        "/send (jwt)",
+        "/receive 401 (garbage)",
+        "/receive 401 (revoked opaque)",
+        "/receive 401 (out-of-scope jwt)",
+    ]:
         assert int(rows[name]["Request Count"]) > 0, name
     assert any(name.startswith("/receive (jwt start kid=") for name in rows)
     assert rows["Aggregated"]["Failure Count"] == "0"
@@ -100,9 +125,19 @@ def test_impossible_threshold_fails_the_gate_once_in_distributed_mode(stack, tmp
     # session on the machine) made this master exit 1 with no verdict. 6 s leaves the workers
     # time to prepare tokens and send requests even on busy cores.
     result = run_locust(
-        stack, tmp_path, "-u", "4", "-r", "4", "-t", "6s", "--processes", "2",
-        *master_port_args(), env={"LOADTEST_P95_MS": "0.001"},
-    )  # fmt: skip
+        stack,
+        tmp_path,
+        "-u",
+        "4",
+        "-r",
+        "4",
+        "-t",
+        "6s",
+        "--processes",
+        "2",
+        *master_port_args(),
+        env={"LOADTEST_P95_MS": "0.001"},
+    )
 
     assert result.returncode == 1, output(result)
     verdict = one_verdict(result)  # the master judges; the two workers stay silent
@@ -113,9 +148,18 @@ def test_impossible_threshold_fails_the_gate_once_in_distributed_mode(stack, tmp
 
 def test_signing_key_rotation_mid_run_fails_no_jwt_verification(stack, tmp_path):
     result = run_locust(
-        stack, tmp_path, "JwtVerifyUser", "OpaqueVerifyUser", "-u", "4", "-t", "8s",
-        "--jwt-refresh-s", "1", files=f"{LOCUSTFILE},{ROTATION_SHAPE}",
-    )  # fmt: skip
+        stack,
+        tmp_path,
+        "JwtVerifyUser",
+        "OpaqueVerifyUser",
+        "-u",
+        "4",
+        "-t",
+        "8s",
+        "--jwt-refresh-s",
+        "1",
+        files=f"{LOCUSTFILE},{ROTATION_SHAPE}",
+    )
 
     verdict = one_verdict(result)
     assert result.returncode == 0 and verdict.startswith("LOADTEST PASS: "), output(result)
@@ -158,13 +202,35 @@ def test_the_web_ui_runs_and_shows_the_gate_verdict_when_the_run_stops(stack, tm
     """Locust's web UI (on loopback) with --autostart: the Gate tab's data and /gate show the
     verdict once the run stops, and the process exits with it."""
     port = free_port()
-    command = [sys.executable, "-m", "locust", "-f", LOCUSTFILE, "OpaqueVerifyUser", "-u", "2",
-               "-r", "2", "-t", "3s", "--autostart", "--autoquit", "4", "--web-port", str(port),
-               "--p95-ms", "0.001"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "locust",
+        "-f",
+        LOCUSTFILE,
+        "OpaqueVerifyUser",
+        "-u",
+        "2",
+        "-r",
+        "2",
+        "-t",
+        "3s",
+        "--autostart",
+        "--autoquit",
+        "4",
+        "--web-port",
+        str(port),
+        "--p95-ms",
+        "0.001",
+    ]
     with subprocess.Popen(
-        command, cwd=REPO_ROOT, env={**clean_env(), **stack.locust_env()},
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    ) as process:  # fmt: skip
+        command,
+        cwd=REPO_ROOT,
+        env={**clean_env(), **stack.locust_env()},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as process:
         try:
             gate = poll_gate(f"http://127.0.0.1:{port}", timeout_s=30)
             stats = requests.get(f"http://127.0.0.1:{port}/stats/requests", timeout=5).json()
@@ -198,12 +264,31 @@ def test_a_refused_distributed_run_leaves_no_worker_behind(tmp_path):
     (Locust's parent leaves them retrying to connect for 5 minutes)."""
     port_args = master_port_args()  # its unique port also names this run's processes below
     result = subprocess.run(
-        [sys.executable, "-m", "locust", "-f", LOCUSTFILE, "--headless", "-u", "2", "-t", "5s",
-         "--processes", "2", *port_args],
-        cwd=REPO_ROOT, env={**clean_env(), "LOADTEST_CALLER_SECRET_KEY": "ak_unused",
-                            "LOADTEST_RECEIVER_URL": "http://192.0.2.1:9"},
-        capture_output=True, text=True, timeout=30,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "locust",
+            "-f",
+            LOCUSTFILE,
+            "--headless",
+            "-u",
+            "2",
+            "-t",
+            "5s",
+            "--processes",
+            "2",
+            *port_args,
+        ],
+        cwd=REPO_ROOT,
+        env={
+            **clean_env(),
+            "LOADTEST_CALLER_SECRET_KEY": "ak_unused",
+            "LOADTEST_RECEIVER_URL": "http://192.0.2.1:9",
+        },
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
 
     assert result.returncode == 2 and "--allow-remote" in result.stderr, output(result)
     marker = " ".join(port_args[-2:])

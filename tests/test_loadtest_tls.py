@@ -48,17 +48,23 @@ def make_pki(folder: Path) -> Pki:
     now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca = (
-        x509.CertificateBuilder().subject_name(_name("test CA")).issuer_name(_name("test CA"))
-        .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+        x509.CertificateBuilder()
+        .subject_name(_name("test CA"))
+        .issuer_name(_name("test CA"))
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(hours=1))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .sign(ca_key, hashes.SHA256())
-    )  # fmt: skip
+    )
     key = ec.generate_private_key(ec.SECP256R1())
     cert = (
-        x509.CertificateBuilder().subject_name(_name("127.0.0.1")).issuer_name(ca.subject)
-        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        x509.CertificateBuilder()
+        .subject_name(_name("127.0.0.1"))
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(hours=1))
         .add_extension(
@@ -66,7 +72,7 @@ def make_pki(folder: Path) -> Pki:
             critical=False,
         )
         .sign(ca_key, hashes.SHA256())
-    )  # fmt: skip
+    )
     pki = Pki(folder / "ca.pem", folder / "cert.pem", folder / "key.pem")
     pki.ca_pem.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     pki.cert_pem.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
@@ -168,13 +174,34 @@ def test_an_unreadable_ca_bundle_is_refused(tmp_path):
 
 def run_https_load(http_url: str, https_url: str, *extra: str) -> subprocess.CompletedProcess:
     """OpaqueVerifyUser against the HTTPS receiver, its tokens minted at the HTTP issuer."""
-    env = {**clean_env(), "LOADTEST_ISSUER_URL": http_url, "LOADTEST_RECEIVER_URL": https_url,
-           "LOADTEST_CALLER_URL": http_url, "LOADTEST_CALLER_SECRET_KEY": "ak_unused"}  # fmt: skip
+    env = {
+        **clean_env(),
+        "LOADTEST_ISSUER_URL": http_url,
+        "LOADTEST_RECEIVER_URL": https_url,
+        "LOADTEST_CALLER_URL": http_url,
+        "LOADTEST_CALLER_SECRET_KEY": "ak_unused",
+    }
     return subprocess.run(
-        [sys.executable, "-m", "locust", "-f", "loadtest/locustfile.py", "OpaqueVerifyUser",
-         "--headless", "-u", "1", "-t", "3s", *extra],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "locust",
+            "-f",
+            "loadtest/locustfile.py",
+            "OpaqueVerifyUser",
+            "--headless",
+            "-u",
+            "1",
+            "-t",
+            "3s",
+            *extra,
+        ],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_locust_users_fail_on_an_untrusted_certificate_and_pass_with_the_bundle(

@@ -15,8 +15,10 @@ JWT = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJtY2hfeCJ9.c2lnbmF0dXJl"
 
 
 def test_the_three_copies_are_identical():
-    texts = {(REPO_ROOT / app / "log_redaction.py").read_text()
-             for app in ("caller_app", "mock_issuer", "receiver_app")}  # fmt: skip
+    texts = {
+        (REPO_ROOT / app / "log_redaction.py").read_text()
+        for app in ("caller_app", "mock_issuer", "receiver_app")
+    }
     assert len(texts) == 1
 
 

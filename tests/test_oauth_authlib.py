@@ -12,7 +12,7 @@ from authlib.integrations.flask_client import OAuth
 from authlib.integrations.requests_client import OAuth2Session
 from flask import Flask
 
-from tests.conftest import CALLER, OUTSIDER, RECEIVER, SeedMachine
+from tests.seed import CALLER, OUTSIDER, RECEIVER, SeedMachine
 
 TIMEOUT = 10  # seconds, every request Authlib and PyJWT send
 AUTH_METHODS = ["client_secret_basic", "client_secret_post"]

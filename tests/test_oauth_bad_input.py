@@ -14,7 +14,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mock_issuer import db
-from tests.conftest import CALLER, OUTSIDER, RECEIVER
 from tests.faults_strategies import (
     CONTENT_TYPES,
     HEADER_TEXT,
@@ -24,12 +23,21 @@ from tests.faults_strategies import (
     fuzz_settings,
     query_strings,
 )
-from tests.test_issuer_api import make_app
-from tests.test_oauth_token_endpoint import OAUTH_ERROR_FIELDS, access_token, assert_no_store
+from tests.issuer_calls import OAUTH_ERROR_FIELDS, access_token, assert_no_store
+from tests.seed import CALLER, OUTSIDER, RECEIVER, make_issuer_app
 
 PATHS = ["/oauth/token", "/oauth/introspect", "/oauth/revoke"]
-FIELDS = ["grant_type", "client_id", "client_secret", "resource", "audience", "scope",
-          "token_format", "token", "token_type_hint"]  # fmt: skip
+FIELDS = [
+    "grant_type",
+    "client_id",
+    "client_secret",
+    "resource",
+    "audience",
+    "scope",
+    "token_format",
+    "token",
+    "token_type_hint",
+]
 MACHINES = [CALLER, RECEIVER, OUTSIDER]
 SECRETS = [m.secret_key for m in MACHINES]
 VALUES = st.one_of(
@@ -57,7 +65,7 @@ FORMS = st.lists(st.tuples(st.sampled_from(FIELDS), VALUES), max_size=8).map(
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory) -> Iterator[FlaskClient]:
-    yield make_app(tmp_path_factory.mktemp("issuer-oauth-fuzz")).test_client()
+    yield make_issuer_app(tmp_path_factory.mktemp("issuer-oauth-fuzz")).test_client()
     db.close_thread_connections()
 
 

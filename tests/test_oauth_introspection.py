@@ -13,27 +13,40 @@ from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
 from mock_issuer import db, ids, tokens
-from tests.conftest import CALLER, OUTSIDER, RECEIVER, SeedMachine
-from tests.test_issuer_api import ISSUER_URL, SK, advance_clock, bearer, make_app, mint
-from tests.test_oauth_token_endpoint import (
+from tests.fakes import advance_clock
+from tests.issuer_calls import (
     access_token,
     assert_no_store,
     assert_oauth_error,
     basic_header,
+    bearer,
+    mint,
     post_credentials,
 )
+from tests.seed import CALLER, ISSUER_URL, OUTSIDER, RECEIVER, SK, SeedMachine, make_issuer_app
 
 INTROSPECT = "/oauth/introspect"
 REVOKE = "/oauth/revoke"
-ACTIVE_FIELDS = {"active", "scope", "client_id", "token_type", "exp", "iat", "nbf", "sub", "aud",
-                 "iss", "jti"}  # fmt: skip
+ACTIVE_FIELDS = {
+    "active",
+    "scope",
+    "client_id",
+    "token_type",
+    "exp",
+    "iat",
+    "nbf",
+    "sub",
+    "aud",
+    "iss",
+    "jti",
+}
 FORMATS = ["jwt", "opaque"]
 
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory) -> Iterator[FlaskClient]:
     """One issuer for the tests that only add tokens."""
-    yield make_app(tmp_path_factory.mktemp("issuer-oauth-introspection")).test_client()
+    yield make_issuer_app(tmp_path_factory.mktemp("issuer-oauth-introspection")).test_client()
     db.close_thread_connections()
 
 
@@ -164,7 +177,7 @@ def test_a_token_revoked_through_the_m2m_api_is_inactive(client):
 
 
 def test_introspections_are_counted_as_verifications(tmp_path):
-    client = make_app(tmp_path).test_client()
+    client = make_issuer_app(tmp_path).test_client()
     for token_format in FORMATS:
         token = access_token(client, token_format=token_format)
         introspection(client, token)

@@ -12,8 +12,8 @@ from authlib.oauth2.rfc8414 import AuthorizationServerMetadata
 from flask.testing import FlaskClient
 
 from mock_issuer import db
-from tests.test_issuer_api import ISSUER_URL, SK, make_app
-from tests.test_oauth_token_endpoint import access_token, assert_oauth_error
+from tests.issuer_calls import access_token, assert_oauth_error
+from tests.seed import ISSUER_URL, SK, make_issuer_app
 
 RFC_8414 = "/.well-known/oauth-authorization-server"
 OPENID = "/.well-known/openid-configuration"
@@ -21,15 +21,22 @@ AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
 # Every field we publish that Authlib has a validator for. Not response_types_supported: RFC
 # 8414 requires the member, and with no authorization endpoint our list is empty, which
 # Authlib's validator reads as missing.
-VALIDATED = ("issuer", "token_endpoint", "jwks_uri", "grant_types_supported",
-             "token_endpoint_auth_methods_supported", "introspection_endpoint",
-             "introspection_endpoint_auth_methods_supported", "revocation_endpoint",
-             "revocation_endpoint_auth_methods_supported")  # fmt: skip
+VALIDATED = (
+    "issuer",
+    "token_endpoint",
+    "jwks_uri",
+    "grant_types_supported",
+    "token_endpoint_auth_methods_supported",
+    "introspection_endpoint",
+    "introspection_endpoint_auth_methods_supported",
+    "revocation_endpoint",
+    "revocation_endpoint_auth_methods_supported",
+)
 
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory) -> Iterator[FlaskClient]:
-    yield make_app(tmp_path_factory.mktemp("issuer-oauth-metadata")).test_client()
+    yield make_issuer_app(tmp_path_factory.mktemp("issuer-oauth-metadata")).test_client()
     db.close_thread_connections()
 
 

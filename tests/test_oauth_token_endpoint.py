@@ -6,80 +6,38 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Iterator
-from urllib.parse import quote
 
 import jwt
 import pytest
 from flask.testing import FlaskClient
-from werkzeug.test import TestResponse
 
 from mock_issuer import db, ids, tokens
-from tests.conftest import CALLER, OUTSIDER, RECEIVER, SeedMachine
-from tests.test_issuer_api import ISSUER_URL, SK, make_app, new_machine
-
-TOKEN = "/oauth/token"
-GRANT = {"grant_type": "client_credentials"}
-OAUTH_ERROR_FIELDS = {"error", "error_description"}
+from tests.issuer_calls import (
+    GRANT,
+    TOKEN,
+    access_token,
+    assert_no_store,
+    assert_oauth_error,
+    basic_header,
+    new_machine,
+    post_credentials,
+    request_token,
+)
+from tests.seed import CALLER, ISSUER_URL, OUTSIDER, RECEIVER, SK, SeedMachine, make_issuer_app
 
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory) -> Iterator[FlaskClient]:
     """One issuer for the tests that only add tokens and machines."""
-    yield make_app(tmp_path_factory.mktemp("issuer-oauth-token")).test_client()
+    yield make_issuer_app(tmp_path_factory.mktemp("issuer-oauth-token")).test_client()
     db.close_thread_connections()
 
 
 @pytest.fixture
 def fresh_client(tmp_path) -> Iterator[FlaskClient]:
     """A fresh issuer, for counts that other tests must not disturb."""
-    yield make_app(tmp_path).test_client()
+    yield make_issuer_app(tmp_path).test_client()
     db.close_thread_connections()
-
-
-def post_credentials(machine: SeedMachine) -> dict[str, str]:
-    return {"client_id": machine.id, "client_secret": machine.secret_key}
-
-
-def basic_header(client_id: str, secret: str) -> dict[str, str]:
-    """RFC 6749 §2.3.1: id and secret form-encoded, joined by a colon, base64."""
-    pair = f"{quote(client_id, safe='')}:{quote(secret, safe='')}"
-    return {"Authorization": "Basic " + base64.b64encode(pair.encode()).decode()}
-
-
-def request_token(
-    client: FlaskClient, machine: SeedMachine = CALLER, method: str = "post", **params
-) -> TestResponse:
-    """POST the token endpoint as `machine`, authenticated by `method` (post or basic)."""
-    data: dict = {**GRANT, **params}
-    headers = {}
-    if method == "post":
-        data.update(post_credentials(machine))
-    else:
-        headers = basic_header(machine.id, machine.secret_key)
-    return client.post(TOKEN, data=data, headers=headers)
-
-
-def access_token(client: FlaskClient, machine: SeedMachine = CALLER, **params) -> str:
-    resp = request_token(client, machine, **params)
-    assert resp.status_code == 200, resp.json
-    return resp.json["access_token"]
-
-
-def assert_no_store(resp: TestResponse) -> None:
-    assert resp.headers["Cache-Control"] == "no-store"
-    assert resp.headers["Pragma"] == "no-cache"
-
-
-def assert_oauth_error(resp: TestResponse, status: int, error: str) -> dict:
-    """An RFC 6749 §5.2 answer: the status, JSON with `error` and `error_description` alone."""
-    assert resp.status_code == status, resp.get_data(as_text=True)
-    assert resp.headers["Content-Type"] == "application/json"
-    assert set(resp.json) == OAUTH_ERROR_FIELDS
-    assert resp.json["error"] == error
-    assert_no_store(resp)
-    if status == 401:
-        assert resp.headers["WWW-Authenticate"].startswith('Basic realm="')
-    return resp.json
 
 
 def decode_access_token(client: FlaskClient, token: str, audience: str = RECEIVER.id) -> dict:
@@ -189,9 +147,13 @@ def test_scope_may_narrow_the_resources(client):
     first, second, caller = fan_out_machines(client)
     resp = client.post(
         TOKEN,
-        data={**GRANT, **post_credentials(as_seed(caller)), "resource": [first["id"], second["id"]],
-              "scope": second["id"]},
-    )  # fmt: skip
+        data={
+            **GRANT,
+            **post_credentials(as_seed(caller)),
+            "resource": [first["id"], second["id"]],
+            "scope": second["id"],
+        },
+    )
     assert resp.status_code == 200 and resp.json["scope"] == second["id"]
     claims = decode_access_token(client, resp.json["access_token"], audience=first["id"])
     assert claims["aud"] == [first["id"], second["id"]] and claims["scope"] == second["id"]

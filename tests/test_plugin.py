@@ -5,39 +5,17 @@ missing; the fixtures can also use an issuer that is already running."""
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
-
 import pytest
 
 from m2m_harness.bad_tokens import BAD_TOKEN_KINDS
 from tests.harness import REPO_ROOT
+from tests.user_project import EXAMPLE, make_user_project
 
-EXAMPLE = Path(__file__).parent / "plugin_example"
-VERIFIER_FILES = ("verifier.py", "jwks.py", "verify_cache.py")  # receiver_app's reusable part
 PLUGIN = ("-p", "m2m_harness.plugin")
 # With the signature check off PyJWT turns the claim checks off too, unless they are asked for.
 NO_SIGNATURE_CHECK = (
     '"verify_signature": False, "verify_exp": True, "verify_nbf": True, "verify_iss": True'
 )
-
-
-def make_user_project(path: Path, sabotage: tuple[str, str] | None = None) -> Path:
-    """The example project with receiver_app's verifier copied in, as its README says to;
-    `sabotage` (old, new) edits the copied verifier.py to take one check out."""
-    shutil.copytree(EXAMPLE / "orders_service", path / "orders_service")
-    shutil.copy(EXAMPLE / "test_orders.py", path / "test_orders.py")
-    package = path / "orders_service" / "m2m"
-    package.mkdir()
-    (package / "__init__.py").write_text("")
-    for name in VERIFIER_FILES:
-        shutil.copy(REPO_ROOT / "receiver_app" / name, package / name)
-    if sabotage:
-        verifier = package / "verifier.py"
-        old, new = sabotage
-        assert old in verifier.read_text(), "the sabotaged line is gone from verifier.py"
-        verifier.write_text(verifier.read_text().replace(old, new))
-    return path
 
 
 def test_a_service_that_makes_every_check_passes_the_users_tests(pytester) -> None:

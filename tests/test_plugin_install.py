@@ -17,13 +17,22 @@ import pytest
 
 from m2m_harness.bad_tokens import BAD_TOKEN_KINDS
 from tests.harness import REPO_ROOT
-from tests.test_plugin import make_user_project
+from tests.user_project import make_user_project
 
 pytestmark = pytest.mark.e2e
 NOT_SHIPPED = shutil.ignore_patterns(
-    ".git", ".venv", "__pycache__", ".pytest_cache", ".ruff_cache", "build", "*.egg-info",
-    "instance", "reports", "test-artifacts", "*.db*",
-)  # fmt: skip
+    ".git",
+    ".venv",
+    "__pycache__",
+    ".pytest_cache",
+    ".ruff_cache",
+    "build",
+    "*.egg-info",
+    "instance",
+    "reports",
+    "test-artifacts",
+    "*.db*",
+)
 
 
 def run(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:

@@ -10,9 +10,9 @@ import jwt
 import pytest
 import requests
 
-from tests.conftest import CALLER, OUTSIDER, RECEIVER, TEST_SECRET_KEY, issuer_env
 from tests.harness import RunningApp, free_port, start_app
 from tests.quick_receiver import JWKS_COOLDOWN, JWKS_LIFESPAN
+from tests.seed import CALLER, OUTSIDER, RECEIVER, TEST_SECRET_KEY, issuer_env
 
 pytestmark = pytest.mark.e2e
 

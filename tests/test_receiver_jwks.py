@@ -10,6 +10,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from receiver_app.jwks import JwksCache, KeysUnavailableError
+from tests.fakes import FakeClock
 
 KEY_A = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 KEY_B = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -38,20 +39,12 @@ class FakeJwks:
         return self.document
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
+def clock() -> FakeClock:
+    return FakeClock()
 
 
-def cache(fetch: FakeJwks, clock: Clock) -> JwksCache:
+def cache(fetch: FakeJwks, clock: FakeClock) -> JwksCache:
     return JwksCache(fetch, lifespan=300, cooldown=30, clock=clock)
 
 
@@ -64,7 +57,7 @@ def test_keys_are_fetched_once_and_reused_within_the_lifespan(clock):
     keys = cache(fetch, clock)
     for _ in range(10):
         assert public_numbers(keys.key_for("a")) == KEY_A.public_key().public_numbers()
-    clock.now += 299
+    clock.advance(299)
     keys.key_for("a")
     assert fetch.calls == 1
 
@@ -73,7 +66,7 @@ def test_keys_are_refetched_after_the_lifespan(clock):
     fetch = FakeJwks(jwk(KEY_A, "a"))
     keys = cache(fetch, clock)
     keys.key_for("a")
-    clock.now += 301
+    clock.advance(301)
     keys.key_for("a")
     assert fetch.calls == 2
 
@@ -82,14 +75,14 @@ def test_unknown_kids_trigger_at_most_one_fetch_per_cooldown(clock):
     fetch = FakeJwks(jwk(KEY_A, "a"))
     keys = cache(fetch, clock)
     keys.key_for("a")
-    clock.now += 31
+    clock.advance(31)
     for i in range(100):
         assert keys.key_for(f"random-{i}") is None
     assert fetch.calls == 2
-    clock.now += 10
+    clock.advance(10)
     assert keys.key_for("random-again") is None
     assert fetch.calls == 2
-    clock.now += 25
+    clock.advance(25)
     keys.key_for("random-later")
     assert fetch.calls == 3
 
@@ -100,7 +93,7 @@ def test_a_rotated_in_key_is_found_after_the_cooldown(clock):
     keys.key_for("a")
     fetch.document = {"keys": [jwk(KEY_A, "a"), jwk(KEY_B, "b")]}
     assert keys.key_for("b") is None  # within the cooldown of the first fetch
-    clock.now += 30
+    clock.advance(30)
     assert public_numbers(keys.key_for("b")) == KEY_B.public_key().public_numbers()
     assert keys.key_for("a") is not None
 
@@ -110,11 +103,11 @@ def test_failed_refresh_keeps_the_last_good_keys(clock):
     keys = cache(fetch, clock)
     keys.key_for("a")
     fetch.failing = True
-    clock.now += 301
+    clock.advance(301)
     for _ in range(50):
         assert keys.key_for("a") is not None
     assert fetch.calls == 2  # the stale set is retried once per cooldown, not per call
-    clock.now += 31
+    clock.advance(31)
     assert keys.key_for("a") is not None
     assert fetch.calls == 3
 
@@ -123,11 +116,11 @@ def test_refresh_with_unusable_document_keeps_the_last_good_keys(clock):
     fetch = FakeJwks(jwk(KEY_A, "a"))
     keys = cache(fetch, clock)
     keys.key_for("a")
-    clock.now += 300  # the set is now stale: every round below really fetches a bad document
+    clock.advance(300)  # the set is now stale: every round below really fetches a bad document
     documents = ({"keys": []}, {"nope": 1}, ["not", "a", "dict"], {"keys": "x"})
     for round_number, document in enumerate(documents, start=2):
         fetch.document = document
-        clock.now += 31
+        clock.advance(31)
         assert public_numbers(keys.key_for("a")) == KEY_A.public_key().public_numbers()
         assert fetch.calls == round_number
 

@@ -47,9 +47,11 @@ def value(found: dict, name: str, **labels: str) -> float:
 
 def present(url: str, token: str) -> int:
     response = requests.post(
-        f"{url}/receive", json={"message": "m"}, headers={"Authorization": f"Bearer {token}"},
+        f"{url}/receive",
+        json={"message": "m"},
+        headers={"Authorization": f"Bearer {token}"},
         timeout=10,
-    )  # fmt: skip
+    )
     return response.status_code
 
 

@@ -181,10 +181,26 @@ def _tamper(token: str) -> str:
 
 
 FORGERIES = [
-    "typ JWT", "no typ", "id token typ", "wrong iss", "iss with slash", "wrong aud", "no aud",
-    "expired", "not yet valid", "no exp", "string exp", "no iat", "alg none", "HS256",
-    "unknown kid", "no kid", "other key", "no client", "tampered",
-]  # fmt: skip
+    "typ JWT",
+    "no typ",
+    "id token typ",
+    "wrong iss",
+    "iss with slash",
+    "wrong aud",
+    "no aud",
+    "expired",
+    "not yet valid",
+    "no exp",
+    "string exp",
+    "no iat",
+    "alg none",
+    "HS256",
+    "unknown kid",
+    "no kid",
+    "other key",
+    "no client",
+    "tampered",
+]
 
 
 @pytest.mark.parametrize("case", FORGERIES)

@@ -3,38 +3,31 @@
 from __future__ import annotations
 
 from receiver_app.verify_cache import VerifyCache
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_700_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.fakes import FakeClock
 
 
 def test_entry_is_served_until_its_ttl():
-    clock = Clock()
+    clock = FakeClock(1_700_000_000.0)
     cache: VerifyCache[str] = VerifyCache(ttl=10, clock=clock)
     cache.put("mt_a", "record", expires_at=None)
-    clock.now += 9.9
+    clock.advance(9.9)
     assert cache.get("mt_a") == "record"
-    clock.now += 0.1
+    clock.advance(0.1)
     assert cache.get("mt_a") is None
 
 
 def test_entry_is_never_served_past_the_token_expiration():
-    clock = Clock()
+    clock = FakeClock(1_700_000_000.0)
     cache: VerifyCache[str] = VerifyCache(ttl=60, clock=clock)
     cache.put("mt_a", "record", expires_at=clock.now + 2)
-    clock.now += 1.9
+    clock.advance(1.9)
     assert cache.get("mt_a") == "record"
-    clock.now += 0.1
+    clock.advance(0.1)
     assert cache.get("mt_a") is None
 
 
 def test_already_expired_token_is_not_cached():
-    clock = Clock()
+    clock = FakeClock(1_700_000_000.0)
     cache: VerifyCache[str] = VerifyCache(ttl=60, clock=clock)
     cache.put("mt_a", "record", expires_at=clock.now - 1)
     assert cache.get("mt_a") is None
@@ -42,7 +35,7 @@ def test_already_expired_token_is_not_cached():
 
 
 def test_cache_is_bounded_and_evicts_the_least_recently_used():
-    cache: VerifyCache[int] = VerifyCache(ttl=60, max_entries=3, clock=Clock())
+    cache: VerifyCache[int] = VerifyCache(ttl=60, max_entries=3, clock=FakeClock(1_700_000_000.0))
     for i in range(3):
         cache.put(f"mt_{i}", i, expires_at=None)
     assert cache.get("mt_0") == 0  # mt_0 is now the most recently used
@@ -53,6 +46,6 @@ def test_cache_is_bounded_and_evicts_the_least_recently_used():
 
 
 def test_tokens_are_kept_only_as_hashes():
-    cache: VerifyCache[str] = VerifyCache(ttl=60, clock=Clock())
+    cache: VerifyCache[str] = VerifyCache(ttl=60, clock=FakeClock(1_700_000_000.0))
     cache.put("mt_secret_token_value", "record", expires_at=None)
     assert all(b"mt_secret" not in key for key in cache._entries)

@@ -10,8 +10,8 @@ import sys
 
 import pytest
 
-from tests.conftest import CALLER, RECEIVER
 from tests.harness import REPO_ROOT
+from tests.seed import CALLER, RECEIVER
 
 CONFIGS = {
     "caller_app": {

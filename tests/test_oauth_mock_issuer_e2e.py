@@ -271,3 +271,16 @@ def test_an_expired_jwt_is_refused_once_past_the_leeway(stage):
     assert send(stage, token["access_token"]).status_code == 200
     time.sleep(max(0.0, token["expires_at"] + LEEWAY + 1 - time.time()))
     assert refusal(send(stage, token["access_token"])) == "token has expired"
+
+
+def test_the_receiver_answers_503_with_the_issuers_retry_after_while_introspection_is_down(
+    stage, faults
+):
+    token = access_token(stage, token_format="opaque")
+    faults.set(INTROSPECTION_ROUTE, status=503, retry_after=2)
+    response = send(stage, token)
+    assert response.status_code == 503, response.text
+    assert response.headers["Retry-After"] == "2"  # the issuer's, passed on
+    assert "WWW-Authenticate" not in response.headers  # not the token's fault
+    faults.clear()
+    assert send(stage, token).status_code == 200

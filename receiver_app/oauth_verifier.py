@@ -198,9 +198,10 @@ class OAuthVerifier:
                 status,
             )
             raise IssuerUnavailableError("token verification is misconfigured")
-        if status == 429:
+        if status in (429, 503):  # RFC 6749 temporarily_unavailable: its Retry-After passed on
             seconds = retry_after_seconds(response.headers.get("Retry-After"))
-            raise IssuerUnavailableError("token issuer is rate limiting", seconds)
+            busy = "rate limiting" if status == 429 else "temporarily unavailable"
+            raise IssuerUnavailableError(f"token issuer is {busy}", seconds)
         try:
             answer = response.json() if status == 200 else None
         except ValueError:

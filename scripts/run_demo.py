@@ -2,6 +2,7 @@
 
     .venv/bin/python scripts/run_demo.py            # run until Ctrl-C
     .venv/bin/python scripts/run_demo.py --once     # two calls, stop, exit 0 if both worked
+    .venv/bin/python scripts/run_demo.py --provider oauth   # both apps speak OAuth 2.0 instead
 
 Each app gets its configuration from its own `.env` when the developer made one, else from its
 `.env.example` (so a fresh clone needs no manual step); URLs in those files that point at the
@@ -99,6 +100,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="serve the apps with Flask's dev server (default) or gunicorn",
     )
     parser.add_argument(
+        "--provider",
+        choices=("clerk", "oauth"),
+        default=env.get("DEMO_PROVIDER", "clerk"),
+        help="clerk: Clerk's M2M API (default); oauth: M2M_PROVIDER=oauth in both apps, the mock "
+        "issuer as their OAuth 2.0 authorization server (env DEMO_PROVIDER)",
+    )
+    parser.add_argument(
         "--startup-timeout",
         type=float,
         default=30.0,
@@ -122,6 +130,38 @@ def app_env(name: str, ports: dict[str, int], issuer_db: str | None) -> dict[str
     if name == "issuer" and issuer_db:
         env["MOCK_ISSUER_DB"] = issuer_db
     return env
+
+
+def use_oauth(envs: dict[str, dict[str, str]]) -> None:
+    """--provider oauth: both apps in M2M_PROVIDER=oauth against the mock issuer's OAuth 2.0
+    endpoints, with the machines their Clerk settings name (client id = machine id, client
+    secret = machine secret key). The caller's machine id is the seed's machine with its key."""
+    issuer_url = envs["issuer"].get("MOCK_ISSUER_URL") or envs["caller"]["CLERK_API_URL"]
+    receiver_id = envs["receiver"].get("CLERK_MACHINE_ID", "")
+    caller_key = envs["caller"].get("CLERK_MACHINE_SECRET_KEY", "")
+    caller_id = _seeded_machine_id(envs["issuer"].get("MOCK_ISSUER_SEED", ""), caller_key)
+    oauth = {"M2M_PROVIDER": "oauth", "OAUTH_ISSUER_URL": issuer_url, "OAUTH_AUDIENCE": receiver_id}
+    envs["caller"].update(oauth, OAUTH_CLIENT_ID=caller_id, OAUTH_CLIENT_SECRET=caller_key)
+    envs["receiver"].update(
+        oauth,
+        OAUTH_CLIENT_ID=receiver_id,  # for introspection of opaque tokens
+        OAUTH_CLIENT_SECRET=envs["receiver"].get("CLERK_MACHINE_SECRET_KEY", ""),
+    )
+
+
+def _seeded_machine_id(seed: str, secret_key: str) -> str:
+    """The id of the machine holding `secret_key` in the issuer's seed file."""
+    try:
+        machines = json.loads((REPO_ROOT / seed).read_text())["machines"] if seed else []
+    except (OSError, ValueError, KeyError) as exc:
+        raise DemoError(f"--provider oauth cannot read the issuer's seed {seed}: {exc}") from None
+    for machine in machines:
+        if secret_key and machine.get("secret_key") == secret_key:
+            return machine["id"]
+    raise DemoError(
+        "--provider oauth needs the caller's machine (its CLERK_MACHINE_SECRET_KEY) in the "
+        "issuer's MOCK_ISSUER_SEED, to use its id as the OAuth client id"
+    )
 
 
 def _retarget(value: str, ports: dict[str, int]) -> str:
@@ -198,10 +238,13 @@ def _raise_interrupt(signum, frame) -> None:
 
 def run(args: argparse.Namespace, console: Console) -> int:
     ports = {"issuer": args.issuer_port, "caller": args.caller_port, "receiver": args.receiver_port}
+    envs = {name: app_env(name, ports, args.issuer_db) for name in START_ORDER}
+    if args.provider == "oauth":
+        use_oauth(envs)
     apps = {
         name: AppProcess(
             MODULES[name],
-            app_env(name, ports, args.issuer_db),
+            envs[name],
             ports[name],
             server=args.server,
             on_line=functools.partial(console.app_line, name),
@@ -220,6 +263,8 @@ def run(args: argparse.Namespace, console: Console) -> int:
         for app in ordered:
             console.say(f"==> started {app.name} on {app.url} (pid {app.pid})")
         console.say("==> all three answer /healthz; one real call with each token format:")
+        if args.provider == "oauth":
+            console.say("    (M2M_PROVIDER=oauth: the issuer picks the format, its default JWT)")
         results = [call_send(apps["caller"], fmt, console) for fmt in ("opaque", "jwt")]
         print_urls(apps, console)
         if args.once:

@@ -41,8 +41,11 @@ def assert_nothing_left(pids: dict[str, int], ports: dict[str, int], extra_pids=
     assert all(port_is_free(port) for port in ports.values())
 
 
-def test_demo_once_makes_one_call_per_format_and_exits_0(tmp_path):
-    args, ports = demo_command(tmp_path, "--once")
+@pytest.mark.parametrize(
+    ("provider", "token_route"), [("clerk", "POST /m2m_tokens"), ("oauth", "POST /oauth/token")]
+)
+def test_demo_once_makes_one_call_per_format_and_exits_0(tmp_path, provider, token_route):
+    args, ports = demo_command(tmp_path, "--once", f"--provider={provider}")
     done = subprocess.run(
         args, env=base_env(), capture_output=True, text=True, timeout=90, cwd=tmp_path
     )
@@ -54,7 +57,7 @@ def test_demo_once_makes_one_call_per_format_and_exits_0(tmp_path):
     assert '"messageReceived": "Hello from the caller"' in out
     assert f"issuer     http://127.0.0.1:{ports['issuer']}" in out
     assert f"receiver   http://127.0.0.1:{ports['receiver']}/receive" in out
-    assert re.search(r"^issuer   \| .*POST /m2m_tokens", out, re.MULTILINE)  # prefixed logs
+    assert re.search(rf"^issuer   \| .*{token_route}", out, re.MULTILINE)  # prefixed logs
     assert re.search(r"^receiver \| .*POST /receive", out, re.MULTILINE)
     assert "\x1b[" not in out  # no colour codes when the output is not a terminal
     assert "==> stopped issuer, receiver, caller" in out
@@ -131,3 +134,15 @@ def test_demo_configures_apps_from_their_env_files_with_the_chosen_ports(monkeyp
     assert env["M2M_SKIP_DOTENV"] == "1"
     assert env["CLERK_MACHINE_SECRET_KEY"].startswith("ak_democaller")  # not the exported one
     assert run_demo.app_env("issuer", ports, "/tmp/x.db")["MOCK_ISSUER_DB"] == "/tmp/x.db"
+    envs = {name: run_demo.app_env(name, ports, None) for name in ("issuer", "caller", "receiver")}
+    run_demo.use_oauth(envs)  # --provider oauth: the same machines as OAuth clients
+    assert envs["caller"]["OAUTH_CLIENT_ID"] == "mch_democaller00000000000000000"
+    assert envs["caller"]["OAUTH_CLIENT_SECRET"] == env["CLERK_MACHINE_SECRET_KEY"]
+    receiver = envs["receiver"]
+    receiver_id = receiver["CLERK_MACHINE_ID"]
+    assert envs["caller"]["OAUTH_AUDIENCE"] == receiver["OAUTH_AUDIENCE"] == receiver_id
+    assert receiver["OAUTH_CLIENT_ID"] == receiver_id
+    assert receiver["OAUTH_CLIENT_SECRET"] == receiver["CLERK_MACHINE_SECRET_KEY"]
+    for app in ("caller", "receiver"):
+        assert envs[app]["M2M_PROVIDER"] == "oauth"
+        assert envs[app]["OAUTH_ISSUER_URL"] == "http://127.0.0.1:1111"

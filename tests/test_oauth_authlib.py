@@ -8,36 +8,11 @@ from __future__ import annotations
 import jwt
 import pytest
 from authlib.integrations.base_client import OAuthError
-from authlib.integrations.flask_client import OAuth
-from authlib.integrations.requests_client import OAuth2Session
-from flask import Flask
 
+from tests.oauth_clients import TIMEOUT, discovered_client, session
 from tests.seed import CALLER, OUTSIDER, RECEIVER, SeedMachine
 
-TIMEOUT = 10  # seconds, every request Authlib and PyJWT send
 AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
-
-
-def discovered_client(issuer_url: str, machine: SeedMachine, auth_method: str):
-    """An Authlib client that finds every endpoint through the issuer's metadata document
-    (`server_metadata_url`), the way a Flask app registers a provider."""
-    oauth = OAuth(Flask("authlib-client"))
-    return oauth.register(
-        "mock_issuer",
-        client_id=machine.id,
-        client_secret=machine.secret_key,
-        server_metadata_url=f"{issuer_url}/.well-known/oauth-authorization-server",
-        client_kwargs={"token_endpoint_auth_method": auth_method, "default_timeout": TIMEOUT},
-    )
-
-
-def session(machine: SeedMachine, auth_method: str = "client_secret_basic") -> OAuth2Session:
-    return OAuth2Session(
-        machine.id,
-        machine.secret_key,
-        token_endpoint_auth_method=auth_method,
-        default_timeout=TIMEOUT,
-    )
 
 
 def verify_rfc_9068(token: str, metadata: dict, audience: str) -> dict:

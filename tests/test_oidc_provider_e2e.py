@@ -13,6 +13,7 @@ import requests
 from authlib.integrations.requests_client import OAuth2Session
 
 from tests.harness import RunningApp, start_app
+from tests.oauth_clients import send_token
 from tests.oidc_provider_server import Client, RunningProvider, require_or_skip, start_provider
 
 require_or_skip()
@@ -88,12 +89,7 @@ def token_for(provider: RunningProvider, client: Client, resource: str = RESOURC
 
 
 def send(receiver: RunningApp, token: str) -> requests.Response:
-    return requests.post(
-        f"{receiver.url}/receive",
-        json={"message": "hello"},
-        headers={"Authorization": f"Bearer {token}"},
-        timeout=TIMEOUT,
-    )
+    return send_token(receiver.url, token)
 
 
 def description(response: requests.Response) -> str:

@@ -253,7 +253,9 @@ class M2MVerifier:
             raise IssuerUnavailableError("token issuer is rate limiting", seconds)
         if status != 200:
             log.warning("token issuer answered HTTP %s to a verification", status)
-            raise IssuerUnavailableError("token issuer failed")
+            # A 503 may say when to come back (RFC 9110 §10.2.3): pass that on, bounded.
+            seconds = retry_after_seconds(response.headers.get("Retry-After"))
+            raise IssuerUnavailableError("token issuer failed", seconds)
         try:
             return self._token_from_object(response.json())
         except (ValueError, KeyError, TypeError):

@@ -661,8 +661,9 @@ def test_issuer_5xx_fails_closed_with_503(client, fake_issuer, status):
     assert response.json["error"] == "temporarily_unavailable"
 
 
-def test_issuer_rate_limit_passes_its_retry_after_on(client, fake_issuer):
-    fake_issuer.verify_status = 429
+@pytest.mark.parametrize("status", [429, 503])
+def test_issuer_rate_limit_or_outage_passes_its_retry_after_on(client, fake_issuer, status):
+    fake_issuer.verify_status = status
     fake_issuer.verify_headers = {"Retry-After": "7"}
     response = client.post("/receive", headers=bearer(OPAQUE))
     assert (response.status_code, response.headers["Retry-After"]) == (503, "7")

@@ -2,6 +2,7 @@
 
     python scripts/bench_scale.py            # 10k, 100k and 1M tokens: a few minutes
     python scripts/bench_scale.py --quick    # 10k and 100k only
+    python scripts/bench_scale.py --write-path  # 10k, a verification's writes only: 30 s
 
 For each size it builds an issuer database through the issuer's own code (create_app for the
 schema, seed and keys; then a bulk path that writes per token exactly what the API writes: the
@@ -186,18 +187,44 @@ def measure(path: str, subject: str, receiver_key: str) -> dict[str, float]:
             "/v1/m2m_tokens/verify", headers=receiver, json={"token": random.choice(minted)}
         )
     )
-    issuer_url = app.extensions["settings"].mock_issuer_url
-    results["verify, with its writes (µs)"] = 1e6 / rate(
-        lambda: tokens.verify_token(conn, random.choice(minted), issuer_url=issuer_url)
-    )
-    results["verify, read-only lookup (µs)"] = 1e6 / rate(
-        lambda: conn.execute(
-            "SELECT * FROM m2m_tokens WHERE token_hash = ? AND revoked = 0 AND expiration > ?",
-            (ids.secret_hash(random.choice(minted)), db.now_ms()),
-        ).fetchone()
-    )
+    results.update(write_path(conn, app.extensions["settings"].mock_issuer_url, minted))
     results["peak memory (MB)"] = peak_rss_mb()
     results.update(prune_under_load(app, client, caller, sk))
+    return results
+
+
+def write_path(conn, issuer_url: str, minted: list[str], rounds: int = 1) -> dict[str, float]:
+    """A verification with its writes against a read-only lookup of the same tokens: median
+    µs per call over `rounds` alternating rounds (so both see the same load on shared cores)."""
+    variants = {
+        "verify, with its writes (µs)": lambda: tokens.verify_token(
+            conn, random.choice(minted), issuer_url=issuer_url
+        ),
+        "verify, read-only lookup (µs)": lambda: conn.execute(
+            "SELECT * FROM m2m_tokens WHERE token_hash = ? AND revoked = 0 AND expiration > ?",
+            (ids.secret_hash(random.choice(minted)), db.now_ms()),
+        ).fetchone(),
+    }
+    samples: dict[str, list[float]] = {label: [] for label in variants}
+    for _ in range(rounds):
+        for label, fn in variants.items():
+            samples[label].append(1e6 / rate(fn, seconds=2.0 / rounds))
+    return {label: statistics.median(values) for label, values in samples.items()}
+
+
+def measure_write_path(path: str, subject: str) -> dict[str, float]:
+    """Only the write-path comparison (`--write-path`): quick to repeat while tuning it."""
+    app = create_app(app_config(path))
+    client = app.test_client()
+    conn = db.connect(path)
+    caller = {"Authorization": f"Bearer {machines.get_secret_key(conn, subject)}"}
+    minted = [
+        client.post("/v1/m2m_tokens", headers=caller, json={}).json["token"] for _ in range(1000)
+    ]
+    results = write_path(conn, app.extensions["settings"].mock_issuer_url, minted, rounds=9)
+    results["writes / read-only"] = (
+        results["verify, with its writes (µs)"] / results["verify, read-only lookup (µs)"]
+    )
     return results
 
 
@@ -304,15 +331,39 @@ def table(sizes: list[int], results: list[dict[str, float]], build_s: list[float
     return "\n".join(lines)
 
 
+def run_measure(path: str, built: dict[str, object], write_path_only: bool) -> dict[str, float]:
+    """Measure `path` in a fresh process (no page cache or memory carried over from the build)."""
+    command = [sys.executable, __file__, "--measure", path, str(built["subject"])]
+    command += ["-"] if write_path_only else [str(built["receiver_key"])]
+    out = subprocess.run(
+        command,
+        check=True,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "M2M_SKIP_DOTENV": "1"},
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="10k and 100k tokens only")
+    parser.add_argument(
+        "--write-path",
+        action="store_true",
+        help="10k tokens, only a verification's writes against a read-only lookup",
+    )
     parser.add_argument("--measure", nargs=3, metavar=("DB", "SUBJECT", "RECEIVER_KEY"))
     args = parser.parse_args()
     if args.measure:
-        print(json.dumps(measure(*args.measure)))
+        path, subject, receiver_key = args.measure
+        if receiver_key == "-":
+            print(json.dumps(measure_write_path(path, subject)))
+        else:
+            print(json.dumps(measure(path, subject, receiver_key)))
         return
-    sizes = [10_000, 100_000] if args.quick else [10_000, 100_000, 1_000_000]
+    sizes = [10_000] if args.write_path else [10_000, 100_000]
+    sizes += [] if args.quick or args.write_path else [1_000_000]
     results, build_s = [], []
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
         for n in sizes:
@@ -321,15 +372,7 @@ def main() -> None:
             built = build(path, n)
             build_s.append(time.perf_counter() - started)
             print(f"built {n:,} tokens in {build_s[-1]:.1f} s; measuring", file=sys.stderr)
-            command = [sys.executable, __file__, "--measure", path, built["subject"]]
-            out = subprocess.run(
-                [*command, built["receiver_key"]],
-                check=True,
-                capture_output=True,
-                text=True,
-                env={**os.environ, "M2M_SKIP_DOTENV": "1"},
-            )
-            results.append(json.loads(out.stdout.strip().splitlines()[-1]))
+            results.append(run_measure(path, built, args.write_path))
     print(table(sizes, results, build_s))
 
 

@@ -20,18 +20,6 @@ from .config import current_settings
 
 BUSY_TIMEOUT_MS = 10_000
 
-_IDS_BY_TIME = "usage_event_ids_by_time_v1"  # meta key: the migration below ran
-_USAGE_EVENT_IDS_BY_TIME = f"""
--- The id follows the time (rollups.ID_SHIFT), so time ranges need no index on ts. Records
--- written before (ids 1, 2, 3, ...) get such ids, once; then the index they needed goes.
-UPDATE usage_events SET id = (ts << {rollups.ID_SHIFT}) + seq FROM (
-    SELECT id AS old_id, row_number() OVER (PARTITION BY ts ORDER BY id) - 1 AS seq
-    FROM usage_events
-) WHERE id = old_id AND NOT EXISTS (SELECT 1 FROM meta WHERE key = '{_IDS_BY_TIME}');
-INSERT OR IGNORE INTO meta (key, value) VALUES ('{_IDS_BY_TIME}', '1');
-DROP INDEX IF EXISTS usage_events_ts;
-"""  # noqa: S608 (constants only)
-
 SCHEMA = (
     """
 CREATE TABLE IF NOT EXISTS meta (
@@ -131,9 +119,8 @@ CREATE TABLE IF NOT EXISTS usage_events (
     machine_id TEXT,
     outcome TEXT NOT NULL
 );
-"""
-    + _USAGE_EVENT_IDS_BY_TIME
-    + """-- Who prunes (pruning.py): one process at a time holds the lease until `expires_at`.
+CREATE INDEX IF NOT EXISTS usage_events_ts ON usage_events (ts);
+-- Who prunes (pruning.py): one process at a time holds the lease until `expires_at`.
 CREATE TABLE IF NOT EXISTS leases (
     name TEXT PRIMARY KEY,
     holder TEXT NOT NULL,

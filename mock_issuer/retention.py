@@ -21,7 +21,7 @@ import sqlite3
 from collections.abc import Callable
 
 from . import db
-from .rollups import HOUR_MS, MINUTE_MS, SECOND_MS, first_id
+from .rollups import HOUR_MS, MINUTE_MS, SECOND_MS
 
 MIN_USAGE_RETENTION_MS = 32 * 86_400_000
 RAW_USAGE_RETENTION_MS = HOUR_MS
@@ -78,9 +78,7 @@ def prune(
         "jwt_issued": batches("jwt_issued", "expiration <= ?", (now,)),
         "m2m_tokens": batches("m2m_tokens", "expiration <= ?", (cutoff,))
         + batches("m2m_tokens", "revoked = 1 AND updated_at <= ?", (cutoff,)),
-        "usage_events": batches(
-            "usage_events", "id < ?", (first_id(now - RAW_USAGE_RETENTION_MS),)
-        ),
+        "usage_events": batches("usage_events", "ts < ?", (now - RAW_USAGE_RETENTION_MS,)),
         "usage_rollups": sum(
             batches("usage_rollups", rollups_where, (size, keep_from), ROLLUP_KEY)
             for size, keep_from in (

@@ -7,10 +7,6 @@ disagree with the records, whoever writes them. A count over [lo, hi) reads whol
 middle, whole minutes and seconds towards the edges and raw records only inside the first and
 last second (`cover`), so it reads a few thousand small rows whatever the history.
 
-A record's id is its time in ms shifted left by ID_SHIFT plus its rank among the records of that
-millisecond (`usage.record`): the table is ordered by time, so a time range is an id range and
-no index on `ts` is written per record (measured: about 6 of a verification's 65 µs of CPU).
-
 Raw records and per-second counters are kept briefly; minutes and hours as long as usage is
 (retention.py).
 """
@@ -24,7 +20,6 @@ from typing import Any
 SECOND_MS, MINUTE_MS, HOUR_MS = 1000, 60_000, 3_600_000
 SIZES = (HOUR_MS, MINUTE_MS, SECOND_MS)  # coarsest first
 RAW = 0  # the cell size that stands for raw records in `cover`
-ID_SHIFT = 20  # room for 2**20 records per millisecond (writes are serialized: far fewer fit)
 _BACKFILLED = "usage_rollups_v1"  # meta key: rollups were filled from the existing records
 _SIZES_SQL = ", ".join(f"({size})" for size in SIZES)
 
@@ -73,11 +68,6 @@ END;
 """  # noqa: S608 (constants only)
 
 
-def first_id(ts: int) -> int:
-    """The smallest id a usage record at `ts` (ms) or later can have."""
-    return ts << ID_SHIFT
-
-
 def cover(lo: int, hi: int, sizes: Sequence[int] = SIZES) -> list[tuple[int, int, int]]:
     """Split [lo, hi) into (cell size, start, end) runs of whole cells: the coarsest size that
     fits in the middle, finer ones towards the edges, raw records (size RAW) inside the first
@@ -112,9 +102,9 @@ def grouped_counts(
         if size == RAW:
             parts.append(
                 "SELECT ts, COALESCE(machine_id, '') AS machine_id, kind, format, outcome,"
-                " 1 AS n FROM usage_events WHERE id >= ? AND id < ?"
+                " 1 AS n FROM usage_events WHERE ts >= ? AND ts < ?"
             )
-            params += [first_id(start), first_id(end)]
+            params += [start, end]
         else:
             parts.append(
                 "SELECT start AS ts, machine_id, kind, format, outcome, n FROM usage_rollups"

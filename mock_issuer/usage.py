@@ -23,15 +23,7 @@ SECOND_BUCKET_RANGES = ("hour",)
 FORMATS = ("opaque", "jwt")
 
 CountKey = tuple[str, str, str]  # (kind, format, outcome)
-_END_OF_TIME = 2**42  # ms (year 2109); shifted into a usage record id, it stays under 2**63
-# The id follows the time (rollups.ID_SHIFT): after the last record of the same millisecond.
-INSERT_SQL = f"""
-INSERT INTO usage_events (id, ts, kind, format, machine_id, outcome) VALUES (
-    COALESCE((SELECT id + 1 FROM usage_events
-        WHERE id >= ?1 << {rollups.ID_SHIFT} AND id < (?1 + 1) << {rollups.ID_SHIFT}
-        ORDER BY id DESC LIMIT 1), ?1 << {rollups.ID_SHIFT}),
-    ?1, ?2, ?3, ?4, ?5)
-"""  # noqa: S608 (a constant only)
+_END_OF_TIME = 2**62
 
 
 def record(
@@ -43,8 +35,10 @@ def record(
     ts: int | None = None,
 ) -> None:
     """Append one usage record (call inside the operation's write transaction)."""
-    ts = ts if ts is not None else db.now_ms()
-    conn.execute(INSERT_SQL, (ts, kind, token_format, machine_id, outcome))
+    conn.execute(
+        "INSERT INTO usage_events (ts, kind, format, machine_id, outcome) VALUES (?, ?, ?, ?, ?)",
+        (ts if ts is not None else db.now_ms(), kind, token_format, machine_id, outcome),
+    )
 
 
 def _empty_counts() -> dict[str, Any]:

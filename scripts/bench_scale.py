@@ -35,7 +35,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from mock_issuer import create_app, db, ids, machines, pruning, rollups, tokens, usage  # noqa: E402
+from mock_issuer import create_app, db, ids, machines, pruning, tokens  # noqa: E402
 
 SECRET_KEY = "sk_test_benchscale" + "0" * 22
 MACHINES = 10  # callers; one receiver every caller is scoped to
@@ -121,7 +121,11 @@ def build(path: str, n_tokens: int) -> dict[str, object]:
                 " last_used_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 token_rows,
             )
-            conn.executemany(usage.INSERT_SQL, events)
+            conn.executemany(
+                "INSERT INTO usage_events (ts, kind, format, machine_id, outcome)"
+                " VALUES (?, ?, ?, ?, ?)",
+                events,
+            )
     db.close_thread_connections()
     return {"subject": callers[0], "receiver_key": receiver_key}
 
@@ -237,8 +241,8 @@ def peak_rss_mb() -> float:
 def prune_under_load(app, client, caller, sk) -> dict[str, float]:
     """The pruner clears the backlog in the background while this thread keeps requesting."""
     conn = db.connect(app.extensions["settings"].mock_issuer_db)
-    backlog_sql = "SELECT COUNT(*) FROM usage_events WHERE id < ?"
-    cutoff = rollups.first_id(db.now_ms() - 3_600_000)
+    backlog_sql = "SELECT COUNT(*) FROM usage_events WHERE ts < ?"
+    cutoff = db.now_ms() - 3_600_000
     backlog = conn.execute(backlog_sql, (cutoff,)).fetchone()[0]
     pruner = pruning.Pruner(app.extensions["settings"].mock_issuer_db, 30 * 86_400_000)
     done = threading.Event()

@@ -204,38 +204,3 @@ def test_usage_api_counts_what_the_requests_did(tmp_path):
     assert body["totals"]["creations"] == {"opaque": 1, "jwt": 1, "total": 2}
     assert sum(b["creations"]["total"] for b in body["buckets"]) == 2
     db.close_thread_connections()
-
-
-def test_records_written_with_counted_ids_get_ids_in_time_order_once(tmp_path):
-    path = str(tmp_path / "old.db")
-    db.init_db(path)
-    conn = db.connect(path)
-    events = edge_events(random.Random(9))
-    events += [(NOW - 7, CALLER.id, KINDS[3])] * 3  # several records in one millisecond
-    conn.executescript(
-        "CREATE INDEX usage_events_ts ON usage_events (ts);"
-        " DELETE FROM meta WHERE key = 'usage_event_ids_by_time_v1';"
-    )  # the file as an issuer that counted ids 1, 2, 3, ... left it
-    with db.write(conn):
-        conn.executemany(
-            "INSERT INTO usage_events (ts, kind, format, machine_id, outcome)"
-            " VALUES (?, ?, ?, ?, ?)",
-            [(ts, kind, fmt, mid, outcome) for ts, mid, (kind, fmt, outcome) in events],
-        )
-    db.init_db(path)  # the upgraded issuer starts on it (twice: the second run changes nothing)
-    ids = conn.execute("SELECT id, ts FROM usage_events ORDER BY id").fetchall()
-    db.init_db(path)
-    assert conn.execute("SELECT id, ts FROM usage_events ORDER BY id").fetchall() == ids
-    assert all(i >> rollups.ID_SHIFT == ts for i, ts in ids) and len(ids) == len(events)
-    assert [ts for _, ts in ids] == sorted(ts for ts, _, _ in events)
-    indexes = conn.execute("SELECT name FROM sqlite_master WHERE tbl_name = 'usage_events'")
-    assert [name for (name,) in indexes if name.startswith("usage_events_ts")] == []
-    record_all(conn, events[-1:])  # the next record of that millisecond comes after them
-    assert (
-        conn.execute("SELECT COUNT(*) FROM usage_events WHERE ts = ?", (NOW - 7,)).fetchone()[0]
-        == len([e for e in events if e[0] == NOW - 7]) + 1
-    )
-    for range_name in ("hour", "day"):
-        report = usage.usage_report(conn, range_name, now=NOW)
-        assert flatten(report) == raw_report(conn, range_name, now=NOW)
-    db.close_thread_connections()

@@ -36,6 +36,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 from mock_issuer import create_app, db, ids, machines, pruning, tokens  # noqa: E402
+from mock_issuer.dashboard import auth, sessions  # noqa: E402
 
 SECRET_KEY = "sk_test_benchscale" + "0" * 22
 MACHINES = 10  # callers; one receiver every caller is scoped to
@@ -166,8 +167,9 @@ def measure(path: str, subject: str, receiver_key: str) -> dict[str, float]:
     started = time.perf_counter()
     get_ok(client, "/metrics")
     results["first /metrics scrape"] = (time.perf_counter() - started) * 1000
-    with client.session_transaction("/dashboard/") as session:
+    with client.session_transaction("/dashboard/") as session:  # what auth.sign_in stores
         session["signed_in_at"] = int(time.time())
+        session[auth.GENERATION_FIELD] = sessions.session_stamp(db.connect(path), SECRET_KEY)
     for label, (route, dashboard) in ROUTES.items():
         url = route.format(subject=subject)
         results[label] = timed(lambda url=url, d=dashboard: get_ok(client, url, None if d else sk))

@@ -2,6 +2,7 @@
 
     python scripts/bench_scale.py            # 10k, 100k and 1M tokens: a few minutes
     python scripts/bench_scale.py --quick    # 10k and 100k only
+    python scripts/bench_scale.py --write-path  # 10k, a verification's writes only: 30 s
 
 For each size it builds an issuer database through the issuer's own code (create_app for the
 schema, seed and keys; then a bulk path that writes per token exactly what the API writes: the
@@ -35,6 +36,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 from mock_issuer import create_app, db, ids, machines, pruning, tokens  # noqa: E402
+from mock_issuer.dashboard import auth, sessions  # noqa: E402
 
 SECRET_KEY = "sk_test_benchscale" + "0" * 22
 MACHINES = 10  # callers; one receiver every caller is scoped to
@@ -142,13 +144,13 @@ def timed(fn, runs: int = RUNS) -> float:
     return statistics.median(samples)
 
 
-def rate(fn, seconds: float = 2.0, limit: int = 5000) -> float:
-    """Calls per second over about `seconds` (at most `limit` calls)."""
-    started, n = time.perf_counter(), 0
-    while n < limit and time.perf_counter() - started < seconds:
+def rate(fn, seconds: float = 2.0, limit: int = 5000, clock=time.perf_counter) -> float:
+    """Calls per second of `clock` over about `seconds` (at most `limit` calls)."""
+    started, n = clock(), 0
+    while n < limit and clock() - started < seconds:
         fn()
         n += 1
-    return n / (time.perf_counter() - started)
+    return n / (clock() - started)
 
 
 def get_ok(client, path: str, headers=None) -> None:
@@ -165,8 +167,9 @@ def measure(path: str, subject: str, receiver_key: str) -> dict[str, float]:
     started = time.perf_counter()
     get_ok(client, "/metrics")
     results["first /metrics scrape"] = (time.perf_counter() - started) * 1000
-    with client.session_transaction("/dashboard/") as session:
+    with client.session_transaction("/dashboard/") as session:  # what auth.sign_in stores
         session["signed_in_at"] = int(time.time())
+        session[auth.GENERATION_FIELD] = sessions.session_stamp(db.connect(path), SECRET_KEY)
     for label, (route, dashboard) in ROUTES.items():
         url = route.format(subject=subject)
         results[label] = timed(lambda url=url, d=dashboard: get_ok(client, url, None if d else sk))
@@ -186,18 +189,45 @@ def measure(path: str, subject: str, receiver_key: str) -> dict[str, float]:
             "/v1/m2m_tokens/verify", headers=receiver, json={"token": random.choice(minted)}
         )
     )
-    issuer_url = app.extensions["settings"].mock_issuer_url
-    results["verify, with its writes (µs)"] = 1e6 / rate(
-        lambda: tokens.verify_token(conn, random.choice(minted), issuer_url=issuer_url)
-    )
-    results["verify, read-only lookup (µs)"] = 1e6 / rate(
-        lambda: conn.execute(
-            "SELECT * FROM m2m_tokens WHERE token_hash = ? AND revoked = 0 AND expiration > ?",
-            (ids.secret_hash(random.choice(minted)), db.now_ms()),
-        ).fetchone()
-    )
+    results.update(write_path(conn, app.extensions["settings"].mock_issuer_url, minted))
     results["peak memory (MB)"] = peak_rss_mb()
     results.update(prune_under_load(app, client, caller, sk))
+    return results
+
+
+def write_path(conn, issuer_url: str, minted: list[str], rounds: int = 1) -> dict[str, float]:
+    """A verification with its writes against a read-only lookup of the same tokens: median
+    CPU µs per call (this process's, so other jobs on shared cores count less) over `rounds`
+    alternating rounds."""
+    variants = {
+        "verify, with its writes (µs CPU)": lambda: tokens.verify_token(
+            conn, random.choice(minted), issuer_url=issuer_url
+        ),
+        "verify, read-only lookup (µs CPU)": lambda: conn.execute(
+            "SELECT * FROM m2m_tokens WHERE token_hash = ? AND revoked = 0 AND expiration > ?",
+            (ids.secret_hash(random.choice(minted)), db.now_ms()),
+        ).fetchone(),
+    }
+    samples: dict[str, list[float]] = {label: [] for label in variants}
+    for _ in range(rounds):
+        for label, fn in variants.items():
+            samples[label].append(1e6 / rate(fn, 2.0 / rounds, clock=time.process_time))
+    return {label: statistics.median(values) for label, values in samples.items()}
+
+
+def measure_write_path(path: str, subject: str) -> dict[str, float]:
+    """Only the write-path comparison (`--write-path`): quick to repeat while tuning it."""
+    app = create_app(app_config(path))
+    client = app.test_client()
+    conn = db.connect(path)
+    caller = {"Authorization": f"Bearer {machines.get_secret_key(conn, subject)}"}
+    minted = [
+        client.post("/v1/m2m_tokens", headers=caller, json={}).json["token"] for _ in range(1000)
+    ]
+    results = write_path(conn, app.extensions["settings"].mock_issuer_url, minted, rounds=9)
+    results["writes / read-only"] = (
+        results["verify, with its writes (µs CPU)"] / results["verify, read-only lookup (µs CPU)"]
+    )
     return results
 
 
@@ -304,15 +334,39 @@ def table(sizes: list[int], results: list[dict[str, float]], build_s: list[float
     return "\n".join(lines)
 
 
+def run_measure(path: str, built: dict[str, object], write_path_only: bool) -> dict[str, float]:
+    """Measure `path` in a fresh process (no page cache or memory carried over from the build)."""
+    command = [sys.executable, __file__, "--measure", path, str(built["subject"])]
+    command += ["-"] if write_path_only else [str(built["receiver_key"])]
+    out = subprocess.run(
+        command,
+        check=True,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "M2M_SKIP_DOTENV": "1"},
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="10k and 100k tokens only")
+    parser.add_argument(
+        "--write-path",
+        action="store_true",
+        help="10k tokens, only a verification's writes against a read-only lookup",
+    )
     parser.add_argument("--measure", nargs=3, metavar=("DB", "SUBJECT", "RECEIVER_KEY"))
     args = parser.parse_args()
     if args.measure:
-        print(json.dumps(measure(*args.measure)))
+        path, subject, receiver_key = args.measure
+        if receiver_key == "-":
+            print(json.dumps(measure_write_path(path, subject)))
+        else:
+            print(json.dumps(measure(path, subject, receiver_key)))
         return
-    sizes = [10_000, 100_000] if args.quick else [10_000, 100_000, 1_000_000]
+    sizes = [10_000] if args.write_path else [10_000, 100_000]
+    sizes += [] if args.quick or args.write_path else [1_000_000]
     results, build_s = [], []
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
         for n in sizes:
@@ -321,15 +375,7 @@ def main() -> None:
             built = build(path, n)
             build_s.append(time.perf_counter() - started)
             print(f"built {n:,} tokens in {build_s[-1]:.1f} s; measuring", file=sys.stderr)
-            command = [sys.executable, __file__, "--measure", path, built["subject"]]
-            out = subprocess.run(
-                [*command, built["receiver_key"]],
-                check=True,
-                capture_output=True,
-                text=True,
-                env={**os.environ, "M2M_SKIP_DOTENV": "1"},
-            )
-            results.append(json.loads(out.stdout.strip().splitlines()[-1]))
+            results.append(run_measure(path, built, args.write_path))
     print(table(sizes, results, build_s))
 
 

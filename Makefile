@@ -4,6 +4,9 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-requirements
+# The independent OAuth server of tests/test_oidc_provider_e2e.py (Node; pinned by its lock
+# file), installed by `make test` when npm is there (without it those tests skip, or fail in CI).
+# Defined before `test`, whose prerequisites make expands as it reads the rule.
 OIDC_STAMP := tests/oidc_provider/node_modules/.installed
 
 .PHONY: run test lint format loadtest loadtest-long loadtest-capacity bench bench-scale demo-check fuzz venv clean oidc-provider
@@ -31,8 +34,6 @@ format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-# The independent OAuth server of tests/test_oidc_provider_e2e.py (Node; pinned by its lock
-# file), installed by `make test` when npm is there (without it those tests skip, or fail in CI).
 $(OIDC_STAMP): tests/oidc_provider/package-lock.json
 	@if command -v npm >/dev/null 2>&1; then \
 	  npm ci --prefix tests/oidc_provider --no-audit --no-fund --loglevel=error && touch $@; \

@@ -218,8 +218,12 @@ def find_capacity(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--paths", default=",".join(PATH_USERS))
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--paths", default=",".join(PATH_USERS), help="comma-separated (default: %(default)s)"
+    )
     parser.add_argument(
         "--targets-from-env",
         action="store_true",
@@ -228,17 +232,33 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--cached-receiver-url",
         default=os.environ.get("LOADTEST_CACHED_RECEIVER_URL", ""),
-        help="a receiver with its verification cache on (opaque-cached path)",
+        help="a receiver with its verification cache on, for the opaque-cached path "
+        "(env LOADTEST_CACHED_RECEIVER_URL)",
     )
-    parser.add_argument("--start-rps", type=float, default=StepConfig.start_rps)
-    parser.add_argument("--step-rps", type=float, default=StepConfig.step_rps)
-    parser.add_argument("--step-s", type=float, default=StepConfig.step_s)
-    parser.add_argument("--max-steps", type=int, default=StepConfig.max_steps)
-    parser.add_argument("--user-rps", type=float, default=StepConfig.user_rps)
-    parser.add_argument("--p95-ms", type=float, default=StepConfig.p95_ms)
-    parser.add_argument("--max-fail-ratio", type=float, default=StepConfig.max_fail_ratio)
-    parser.add_argument("--workers", type=int, default=2, help="local stack: gunicorn workers")
-    parser.add_argument("--reports", type=Path, default=REPO_ROOT / "reports" / "capacity")
+    for name, kind, what in (
+        ("start_rps", float, "req/s offered by the first step"),
+        ("step_rps", float, "req/s added by each further step"),
+        ("step_s", float, "seconds each step is held"),
+        ("max_steps", int, "steps at most per path"),
+        ("user_rps", float, "req/s of one Locust user (a step runs rate / this users)"),
+        ("p95_ms", float, "limit: p95 latency of a step"),
+        ("max_fail_ratio", float, "limit: failure ratio of a step"),
+    ):
+        parser.add_argument(
+            f"--{name.replace('_', '-')}",
+            type=kind,
+            default=getattr(StepConfig, name),
+            help=f"{what} (default %(default)s)",
+        )
+    parser.add_argument(
+        "--workers", type=int, default=2, help="local stack: gunicorn workers (default 2)"
+    )
+    parser.add_argument(
+        "--reports",
+        type=Path,
+        default=REPO_ROOT / "reports" / "capacity",
+        help="folder for the CSV, Markdown and SVG (default reports/capacity)",
+    )
     parser.add_argument("locust_args", nargs="*", help="after --: extra Locust options")
     args = parser.parse_args(argv)
     paths = [p.strip() for p in args.paths.split(",") if p.strip()]

@@ -2,7 +2,7 @@
 as Markdown (bench-results.md by default).
 
     python scripts/bench.py            # about 4 minutes
-    python scripts/bench.py --quick    # about a minute: short rounds, fewer sends, a quick look
+    python scripts/bench.py --quick    # under a minute: short rounds, fewer sends, a quick look
 
 It times our JWT verifier in process against a bare `jwt.decode` with a preloaded key, then starts
 its own stack on 127.0.0.1 under gunicorn (issuer; a receiver with both verification caches off;
@@ -418,16 +418,18 @@ def markdown(rows: list[Row], args, elapsed_s: float) -> str:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="short rounds and fewer sends (about a minute), to check it works",
+        help="short rounds and fewer sends (under a minute), to check it works",
     )
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers per app")
     parser.add_argument("--concurrency", type=int, default=8, help="requests in flight")
     parser.add_argument("--seconds", type=float, default=4.0, help="per scenario and round")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds")
     parser.add_argument("--sends", type=int, default=10_000, help="caller sends, with reuse")
     parser.add_argument(
         "--clerk-sends", type=int, default=1_000, help="one-token-per-send sends (scaled to 10,000)"
@@ -438,8 +440,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=2_000,
         help="JWT verifications per timed round, in process",
     )
-    parser.add_argument("--verify-rounds", type=int, default=7)
-    parser.add_argument("--output", type=Path, default=REPO_ROOT / "bench-results.md")
+    parser.add_argument("--verify-rounds", type=int, default=7, help="in-process timed rounds")
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=REPO_ROOT / "bench-results.md",
+        help="Markdown file for the table (default bench-results.md)",
+    )
     args = parser.parse_args(argv)
     if args.quick:  # quick values, unless an option was given explicitly
         for name, value in QUICK.items():

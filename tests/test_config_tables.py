@@ -1,5 +1,6 @@
 """Each app's README configuration table, its `.env.example` and its `load_settings` agree on
-exactly the same environment variables: the ones named by `<app>.config.ENV_VARS`."""
+exactly the same environment variables, the ones named by `<app>.config.ENV_VARS`: the caller,
+the receiver and the mock issuer alike."""
 
 from __future__ import annotations
 
@@ -13,8 +14,7 @@ from dotenv import dotenv_values
 
 from tests.harness import REPO_ROOT
 
-APPS = ["caller_app", "receiver_app"]
-TABLE_HEADER = "| variable | default | meaning |"
+APPS = ["caller_app", "receiver_app", "mock_issuer"]
 
 
 class RecordingEnv(dict):
@@ -40,7 +40,7 @@ class RecordingEnv(dict):
 def readme_variables(app: str) -> list[str]:
     """The first column of the README's configuration table."""
     lines = (REPO_ROOT / app / "README.md").read_text().splitlines()
-    start = lines.index(TABLE_HEADER)
+    start = next(i for i, line in enumerate(lines) if line.lower().startswith("| variable |"))
     names = []
     for line in lines[start + 2 :]:
         if not line.startswith("|"):

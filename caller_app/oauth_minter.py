@@ -206,6 +206,7 @@ def _issued(token: OAuth2Token, asked_at: float) -> IssuedToken:
         isinstance(expires_in, int | float)
         and not isinstance(expires_in, bool)
         and math.isfinite(expires_in)
+        and expires_in > 0  # already expired: the server is broken, not the token short-lived
     ):
         bad.append("expires_in")
     if bad:

@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 
 TOKEN_FORMATS = ("opaque", "jwt")
 # What may follow "Bearer " (RFC 6750 b64token): opaque mt_... and JWTs both fit.
+MAX_TOKEN_LENGTH = 8192  # the longest token our receiver (and Clerk's verify route) reads
 _BEARER_TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 
 
@@ -435,8 +436,9 @@ def _parse_token_object(
 
 
 def bearer_token_shape(value: str) -> bool:
-    """Whether `value` can follow "Bearer " in a header (RFC 6750 b64token)."""
-    return _BEARER_TOKEN.fullmatch(value) is not None
+    """Whether `value` can follow "Bearer " in a header (RFC 6750 b64token) and is not longer
+    than receivers read (MAX_TOKEN_LENGTH): a longer one would be refused on every call."""
+    return len(value) <= MAX_TOKEN_LENGTH and _BEARER_TOKEN.fullmatch(value) is not None
 
 
 def _is_finite_number(value: object) -> bool:

@@ -19,9 +19,14 @@ from .oauth_errors import invalid_client, invalid_request
 
 FORM_TYPE = "application/x-www-form-urlencoded"
 REPEATABLE = frozenset({"resource"})  # RFC 8707 §2: the one parameter that may repeat
+# Parameters an error may name; any other name is client input (maybe a misplaced secret).
+_CREDENTIAL_FIELDS = ("client_secret", "client_id")
+KNOWN_PARAMETERS = frozenset(
+    {"grant_type", "scope", "resource", "audience", "token_format", "token", "token_type_hint"}
+    | set(_CREDENTIAL_FIELDS)
+)
 AUTH_METHODS = ("client_secret_basic", "client_secret_post")
 MAX_CLIENT_ID_LENGTH = 64
-_CREDENTIAL_FIELDS = ("client_secret", "client_id")
 
 
 @dataclass(frozen=True)
@@ -52,7 +57,8 @@ def read_form() -> OAuthForm:
     params = request.form if request.mimetype == FORM_TYPE else MultiDict()
     for name, values in params.lists():
         if len(values) > 1 and name not in REPEATABLE:
-            raise invalid_request(f"the parameter {_printable(name)} is repeated")
+            shown = name if name in KNOWN_PARAMETERS else "(a parameter we do not use)"
+            raise invalid_request(f"the parameter {shown} is repeated")
     return OAuthForm(params)
 
 
@@ -62,12 +68,6 @@ class Client:
 
     client_id: str
     method: str
-
-
-def _printable(text: str, limit: int = 40) -> str:
-    """`text` for an error description (RFC 6749 allows printable ASCII without `"` or `\\`)."""
-    safe = "".join(c if 0x20 <= ord(c) <= 0x7E and c not in '"\\' else "?" for c in text)
-    return safe[:limit]
 
 
 def _basic_credentials(header: str) -> tuple[str, str]:

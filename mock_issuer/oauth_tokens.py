@@ -275,6 +275,7 @@ def _introspect_jwt(
         payload is not None
         and resource_id in _audience(payload)
         and not _is_revoked_jwt(conn, payload["jti"])
+        and machines.machine_exists(conn, payload["sub"])  # a deleted machine's tokens end
     )
     with db.write(conn):
         usage.record(

@@ -16,7 +16,7 @@ import click
 from dotenv import dotenv_values
 from flask import Flask, jsonify
 
-from . import dashboard, db, log_redaction, machines, seed, signing_keys
+from . import dashboard, db, log_redaction, machines, oauth_clients, seed, signing_keys
 from .config import APP_DIR, ENV_VARS, Settings, load_settings
 from .errors import register_error_handlers
 
@@ -82,7 +82,14 @@ def _environment(config: Mapping[str, object]) -> dict[str, str]:
 
 
 def _register_blueprints(app: Flask) -> None:
-    from . import api_jwks, api_machines, api_test_signing, api_tokens, api_usage
+    from . import (
+        api_jwks,
+        api_machines,
+        api_oauth_clients,
+        api_test_signing,
+        api_tokens,
+        api_usage,
+    )
 
     app.register_blueprint(api_machines.bp)
     app.register_blueprint(api_tokens.bp, url_prefix="/v1", name="m2m_tokens_v1")
@@ -90,6 +97,7 @@ def _register_blueprints(app: Flask) -> None:
     app.register_blueprint(api_jwks.bp)
     app.register_blueprint(api_usage.bp)
     app.register_blueprint(api_test_signing.bp)  # POST /v1/_sign, for rejection tests
+    app.register_blueprint(api_oauth_clients.bp)  # /v1/_oauth_clients/<id>: default format
     from . import metrics
 
     dashboard.init_app(app)  # /dashboard: usage charts and machine management
@@ -103,6 +111,7 @@ def _prepare_storage(settings: Settings) -> None:
     db.init_db(settings.mock_issuer_db)
     conn = db.connect(settings.mock_issuer_db)
     machines.instance_id(conn)
+    oauth_clients.init_storage(conn)  # before the seed, which may set a machine's format
     signing_keys.ensure_signing_key(conn)
     if settings.mock_issuer_seed:
         entries = seed.load_seed(settings.mock_issuer_seed)

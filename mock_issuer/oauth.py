@@ -11,12 +11,12 @@ from typing import Any
 
 from flask import Blueprint, Flask, Response
 
-from . import db
+from . import db, oauth_clients
 from .config import current_settings
 from .db import get_conn
 from .oauth_errors import OAuthError, invalid_request, json_answer, register_error_handlers
 from .oauth_requests import AUTH_METHODS, authenticate_client, read_form
-from .oauth_tokens import DEFAULT_TOKEN_FORMAT, TOKEN_FORMATS, init_storage, introspect, issue
+from .oauth_tokens import TOKEN_FORMATS, init_storage, introspect, issue
 from .oauth_tokens import revoke as revoke_token
 
 TOKEN_PATH = "/oauth/token"  # noqa: S105 (a route, not a secret)
@@ -45,8 +45,8 @@ def token() -> Response:
         raise invalid_request("grant_type is required")
     if grant_type != GRANT_TYPE:
         raise OAuthError("unsupported_grant_type", f"only {GRANT_TYPE} is supported")
-    token_format = form.get("token_format") or DEFAULT_TOKEN_FORMAT
-    if token_format not in TOKEN_FORMATS:
+    token_format = form.get("token_format")  # ours; else the machine's setting
+    if token_format is not None and token_format not in TOKEN_FORMATS:
         raise invalid_request("token_format must be jwt or opaque")
     resources = form.get_all("resource")
     if form.get("audience"):
@@ -59,7 +59,7 @@ def token() -> Response:
         client.client_id,
         resources=resources,
         scope=scope,
-        token_format=token_format,
+        token_format=token_format or oauth_clients.token_format(get_conn(), client.client_id),
         issuer_url=_issuer_url(),
     )
     return json_answer(

@@ -3,7 +3,9 @@ start in one write transaction. Idempotent: machines that already exist (by id, 
 when the seed gives no id) are left as they are, so keys rotated since are not reset.
 
 Format: {"machines": [{"id"?, "name", "secret_key"?, "default_token_ttl"?,
-"scoped_machines"?: [ids or names of machines]}]}
+"scoped_machines"?: [ids or names of machines], "oauth_token_format"?: "jwt" | "opaque"}]}
+(`oauth_token_format`, ours: the format `/oauth/token` issues the machine when the request
+names none; `jwt` when absent; like the rest, applied only to the machines the seed creates.)
 """
 
 from __future__ import annotations
@@ -13,9 +15,11 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from . import db, ids, machines
+from . import db, ids, machines, oauth_clients
 from .config import APP_DIR
 from .errors import ClerkError
+
+OAUTH_TOKEN_FORMAT = "oauth_token_format"  # noqa: S105 (a key name)
 
 
 class SeedError(ValueError):
@@ -65,6 +69,8 @@ def _check_entry(file: Path, entry: Any) -> None:
     scoped = entry.get("scoped_machines", [])
     if not isinstance(scoped, list) or not all(isinstance(s, str) for s in scoped):
         raise SeedError(f"{file}: scoped_machines of {name!r} must be a list of ids")
+    if OAUTH_TOKEN_FORMAT in entry and entry[OAUTH_TOKEN_FORMAT] not in oauth_clients.TOKEN_FORMATS:
+        raise SeedError(f"{file}: {OAUTH_TOKEN_FORMAT} of {name!r} must be jwt or opaque")
 
 
 def apply_seed(conn: sqlite3.Connection, entries: list[dict[str, Any]]) -> list[str]:
@@ -85,6 +91,8 @@ def apply_seed(conn: sqlite3.Connection, entries: list[dict[str, Any]]) -> list[
                     raise SeedError(
                         f"the secret key of {entry['name']!r} is already in use"
                     ) from exc
+                if OAUTH_TOKEN_FORMAT in entry:
+                    oauth_clients.store_token_format(conn, machine_id, entry[OAUTH_TOKEN_FORMAT])
                 created.append(machine_id)
                 existing = machine_id
             resolved[entry["name"]] = existing

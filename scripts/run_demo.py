@@ -264,7 +264,10 @@ def run(args: argparse.Namespace, console: Console) -> int:
             console.say(f"==> started {app.name} on {app.url} (pid {app.pid})")
         console.say("==> all three answer /healthz; one real call with each token format:")
         if args.provider == "oauth":
-            console.say("    (M2M_PROVIDER=oauth: the issuer picks the format, its default JWT)")
+            console.say(
+                "    (M2M_PROVIDER=oauth: the issuer picks the format, the caller machine's"
+                " default: JWT unless set to opaque on its dashboard page)"
+            )
         results = [call_send(apps["caller"], fmt, console) for fmt in ("opaque", "jwt")]
         print_urls(apps, console)
         if args.once:

@@ -279,6 +279,7 @@ FORMS = [
     (f"/dashboard/machines/{CALLER.id}/scopes/{RECEIVER.id}/delete", {}),
     (f"/dashboard/machines/{CALLER.id}/tokens/mt_{'0' * 32}/revoke", {}),
     (f"/dashboard/machines/{CALLER.id}/delete", {"confirm_name": CALLER.name}),
+    (f"/dashboard/machines/{CALLER.id}/oauth-client", {"token_format": "opaque"}),
 ]
 
 
@@ -290,6 +291,7 @@ def test_every_form_without_the_csrf_token_is_refused_and_changes_nothing(client
         assert resp.status_code == 400
         assert "Reload the page and try again" in resp.text
     assert api_machine(client, CALLER.id) == before
+    assert oauth_token_format(client) == "jwt"
     assert client.get("/v1/machines?limit=100", headers=SK).json["total_count"] == 3
 
 
@@ -576,6 +578,31 @@ def test_an_invalid_ttl_is_refused_and_nothing_changes(client):
     post(client, f"/dashboard/machines/{CALLER.id}", name="caller 2", default_token_ttl="-5")
     assert "between 1 and 315360000" in flashes(client, f"/dashboard/machines/{CALLER.id}")
     assert api_machine(client, CALLER.id)["name"] == CALLER.name
+
+
+def oauth_token_format(client: FlaskClient, machine_id: str = CALLER.id) -> str:
+    """The machine's default format at /oauth/token, read through our admin route."""
+    return client.get(f"/v1/_oauth_clients/{machine_id}", headers=SK).json["token_format"]
+
+
+def test_the_oauth_client_form_sets_the_format_the_token_endpoint_issues(client):
+    page = f"/dashboard/machines/{CALLER.id}"
+    assert '<option value="jwt" selected>' in client.get(page).text
+    resp = post(client, f"{page}/oauth-client", token_format="opaque")
+    assert resp.status_code == 303
+    assert "now issues this machine opaque access tokens" in flashes(client, page)
+    assert '<option value="opaque" selected>' in client.get(page).text
+    assert oauth_token_format(client) == "opaque"
+    credentials = {"client_id": CALLER.id, "client_secret": CALLER.secret_key}
+    answer = client.post("/oauth/token", data={"grant_type": "client_credentials", **credentials})
+    assert answer.json["access_token"].startswith("mt_")
+
+
+def test_an_unknown_oauth_token_format_is_refused_and_nothing_changes(client):
+    page = f"/dashboard/machines/{CALLER.id}"
+    post(client, f"{page}/oauth-client", token_format="paseto")
+    assert "token_format is invalid: must be jwt or opaque" in flashes(client, page)
+    assert oauth_token_format(client) == "jwt"
 
 
 def test_machine_page_of_an_unknown_machine_is_a_404_page(client):

@@ -158,6 +158,7 @@ def test_seed_is_idempotent_and_keeps_keys_rotated_since(tmp_path):
         [{"id": "mch_" + "s" * 27, "name": "x", "scoped_machines": ["mch_" + "s" * 27]}],
         [{"name": "a", "secret_key": "ak_same"}, {"name": "b", "secret_key": "ak_same"}],
         [{"no_name": True}],
+        [{"name": "x", "oauth_token_format": "paseto"}],
     ],
 )
 def test_bad_seed_fails_start_with_a_clear_error(tmp_path, machines):

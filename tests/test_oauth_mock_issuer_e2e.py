@@ -1,7 +1,8 @@
 """The caller and the receiver in OAuth mode (`M2M_PROVIDER=oauth`) against the mock issuer as
 an OAuth 2.0 authorization server, all real processes. Authlib, the widely used Python OAuth
 client, finds the token endpoint through the mock's RFC 8414 metadata and obtains JWT and opaque
-access tokens that the receiver accepts; the caller does the same through `/send`; tokens for
+access tokens that the receiver accepts; the caller does the same through `/send` (opaque
+ones when its machine is configured so, verified by introspection); tokens for
 another audience, revoked or expired are refused, and a refused token request is a clear 502."""
 
 from __future__ import annotations
@@ -178,11 +179,33 @@ def test_the_oauth_caller_sends_through_the_receiver_with_one_reused_jwt(start, 
 
 def test_the_oauth_caller_cannot_ask_the_mock_issuer_for_an_opaque_token(start, stage):
     """In OAuth mode the server decides the format: `/send?format=opaque` still sends the
-    mock's default, a JWT (the caller sends no `token_format`, a parameter of ours)."""
+    format of the caller's machine, a JWT unless configured (the caller sends no
+    `token_format`, a parameter of ours)."""
     caller = start("caller_app", caller_env(stage))
     answer = requests.get(f"{caller.url}/send", params={"format": "opaque"}, timeout=TIMEOUT)
     assert answer.status_code == 200, answer.text
     assert answer.json()["receiver"]["token"]["format"] == "jwt"
+
+
+def test_an_oauth_caller_whose_machine_is_configured_opaque_sends_introspected_tokens(
+    start, stage, faults
+):
+    """The machine's default format set through our admin route: a standard OAuth client gets
+    opaque tokens, which the receiver verifies by introspection (it caches nothing here)."""
+    machine = add_machine(stage.issuer, "opaque-by-default", scoped_to=RECEIVER, ttl=3600)
+    url = f"{stage.issuer.url}/v1/_oauth_clients/{machine.id}"
+    configured = requests.put(url, json={"token_format": "opaque"}, headers=SK, timeout=TIMEOUT)
+    assert configured.status_code == 200, configured.text
+    caller = start("caller_app", caller_env(stage, machine))
+    faults.set(INTROSPECTION_ROUTE)  # counts introspections
+    answers = [requests.get(f"{caller.url}/send", timeout=TIMEOUT) for _ in range(2)]
+    assert [a.status_code for a in answers] == [200, 200], answers[0].text
+    body = answers[0].json()
+    assert body["token"]["format"] == body["receiver"]["token"]["format"] == "opaque"
+    assert body["receiver"]["from"] == machine.id
+    assert body["receiver"]["token"]["scopes"] == [RECEIVER.id]
+    assert len({a.json()["token"]["id"] for a in answers}) == 1  # one token, reused
+    assert faults.rule()["matched"] == 2  # each receipt introspected
 
 
 @pytest.mark.parametrize(

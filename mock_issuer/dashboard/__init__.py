@@ -24,7 +24,7 @@ from flask import (
 )
 from werkzeug.wrappers import Response
 
-from .. import db, machines, tokens, usage
+from .. import db, machines, oauth_clients, tokens, usage
 from ..config import Settings, current_settings
 from ..db import get_conn
 from ..errors import ClerkError, invalid_param
@@ -348,6 +348,8 @@ def machine(machine_id: str) -> Any:
         revealed_title=revealed[0] if revealed else None,
         revealed_secret=revealed[1] if revealed else None,
         default_previous_token_ttl=DEFAULT_PREVIOUS_TOKEN_TTL,
+        oauth_token_format=oauth_clients.token_format(conn, machine_id),
+        oauth_token_formats=oauth_clients.TOKEN_FORMATS,
     )
 
 
@@ -358,6 +360,17 @@ def update_machine(machine_id: str) -> Response:
         ttl = machines.validate_default_token_ttl(_form_int("default_token_ttl"))
         machines.update_machine(get_conn(), machine_id, name=name, default_token_ttl=ttl)
         return "Settings saved."
+
+    return _act(action, lambda: _back_to_machine(machine_id))
+
+
+@bp.post("/machines/<machine_id>/oauth-client")
+def update_oauth_client(machine_id: str) -> Response:
+    def action() -> str:
+        value = oauth_clients.set_token_format(
+            get_conn(), machine_id, request.form.get(oauth_clients.FIELD, "")
+        )
+        return f"The OAuth token endpoint now issues this machine {value} access tokens."
 
     return _act(action, lambda: _back_to_machine(machine_id))
 

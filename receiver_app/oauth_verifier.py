@@ -9,6 +9,7 @@ verification caches and the error types of `verifier.py` and `jwks.py`.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import math
 import threading
@@ -45,6 +46,12 @@ log = logging.getLogger(__name__)
 AT_JWT_TYPES = frozenset({"at+jwt", "application/at+jwt"})  # RFC 9068 section 2.1
 PLAIN_JWT_TYPES = frozenset({"jwt", ""})  # accepted only with require_at_jwt=False
 REQUIRED_JWT_CLAIMS = ["iss", "aud", "exp", "iat"]
+MAX_METADATA_BYTES = 1 << 20  # a discovery document or a key set: never read past this
+MAX_INTROSPECTION_BYTES = 64 * 1024  # an RFC 7662 answer: never read past this
+# The issuer's scheme -> the schemes its metadata's endpoints may use: the receiver sends its
+# client credentials to the introspection endpoint, so never over plain http for an https issuer.
+ENDPOINT_SCHEMES = {"https": frozenset({"https"}), "http": frozenset({"http", "https"})}
+ENDPOINT_FIELDS = ("jwks_uri", "introspection_endpoint")
 # Claims that say who and what, not the caller's own: kept out of VerifiedToken.claims.
 STANDARD_CLAIMS = frozenset(
     {"iss", "sub", "aud", "exp", "nbf", "iat", "jti", "client_id", "azp", "scope", "scp"}
@@ -161,10 +168,11 @@ class OAuthVerifier:
         if not isinstance(jwks_uri, str):
             raise ValueError("the issuer's metadata names no jwks_uri")
         response = self._session.get(
-            jwks_uri, timeout=self.issuer_timeout_seconds, allow_redirects=False
+            jwks_uri, timeout=self.issuer_timeout_seconds, allow_redirects=False, stream=True
         )
-        response.raise_for_status()
-        return response.json()
+        with response:
+            response.raise_for_status()
+            return read_json(response, MAX_METADATA_BYTES)
 
     # Other tokens: RFC 7662 introspection
 
@@ -183,11 +191,13 @@ class OAuthVerifier:
                 auth=self._client_auth,
                 timeout=self.issuer_timeout_seconds,
                 allow_redirects=False,
+                stream=True,
             )
         except requests.RequestException as exc:
             log.warning("introspection endpoint unreachable (%s)", type(exc).__name__)
             raise IssuerUnavailableError("token issuer is unreachable") from None
-        return self._read_introspection(response, token)
+        with response:
+            return self._read_introspection(response, token)
 
     def _read_introspection(self, response: requests.Response, token: str) -> VerifiedToken:
         status = response.status_code
@@ -203,8 +213,9 @@ class OAuthVerifier:
             busy = "rate limiting" if status == 429 else "temporarily unavailable"
             raise IssuerUnavailableError(f"token issuer is {busy}", seconds)
         try:
-            answer = response.json() if status == 200 else None
-        except ValueError:
+            answer = read_json(response, MAX_INTROSPECTION_BYTES) if status == 200 else None
+        except (requests.RequestException, ValueError) as exc:
+            log.warning("introspection answer unreadable (%s)", exc)
             answer = None
         if not isinstance(answer, dict) or not isinstance(answer.get("active"), bool):
             log.warning("introspection answered HTTP %s without an RFC 7662 answer", status)
@@ -246,21 +257,35 @@ class OAuthVerifier:
     def _discover(self) -> Mapping[str, Any] | None:
         for url in metadata_urls(self.issuer_url):
             try:
-                response = self._session.get(
-                    url, timeout=self.issuer_timeout_seconds, allow_redirects=False
-                )
-                metadata = response.json() if response.status_code == 200 else None
+                metadata = self._fetch_metadata(url)
             except (requests.RequestException, ValueError) as exc:
-                log.warning("discovery at %s failed (%s)", url, type(exc).__name__)
+                log.warning("discovery at %s failed (%s: %s)", url, type(exc).__name__, exc)
                 continue
             if not isinstance(metadata, dict):
                 continue
             if str(metadata.get("issuer", "")).rstrip("/") != self.issuer_url.rstrip("/"):
                 log.error("the metadata at %s names another issuer: not used", url)
                 continue
+            refused = unsafe_endpoints(metadata, self.issuer_url)
+            if refused:
+                log.error(
+                    "the metadata at %s names an unusable %s (an absolute URL is needed, "
+                    "https when the issuer is): not used",
+                    url,
+                    " and ".join(refused),
+                )
+                continue
             return metadata
         log.error("no usable OpenID or RFC 8414 metadata for OAUTH_ISSUER_URL")
         return None
+
+    def _fetch_metadata(self, url: str) -> Any:
+        """The JSON document at `url` (None unless 200), read up to MAX_METADATA_BYTES."""
+        response = self._session.get(
+            url, timeout=self.issuer_timeout_seconds, allow_redirects=False, stream=True
+        )
+        with response:
+            return read_json(response, MAX_METADATA_BYTES) if response.status_code == 200 else None
 
     def _published_issuer(self) -> str:
         """The `iss` tokens must carry: exactly what the metadata publishes."""
@@ -277,6 +302,44 @@ def metadata_urls(issuer_url: str) -> list[str]:
         f"{origin}{path}/.well-known/openid-configuration",
         f"{origin}/.well-known/oauth-authorization-server{path}",
     ]
+
+
+def unsafe_endpoints(metadata: Mapping[str, Any], issuer_url: str) -> list[str]:
+    """The endpoint fields of `metadata` this receiver must not call: not an absolute URL, or
+    on a scheme weaker than the issuer's (ENDPOINT_SCHEMES). Other hosts are allowed: metadata
+    fetched from the issuer is authoritative (RFC 8414 section 3.3), and Google or Entra do serve
+    their keys from another host."""
+    allowed = ENDPOINT_SCHEMES.get(urlsplit(issuer_url).scheme.lower(), frozenset())
+    return [
+        field
+        for field in ENDPOINT_FIELDS
+        if field in metadata and not _is_url_on(metadata[field], allowed)
+    ]
+
+
+def _is_url_on(value: Any, schemes: frozenset[str]) -> bool:
+    """Whether `value` is an absolute URL with a host on one of `schemes`."""
+    if not isinstance(value, str):
+        return False
+    try:
+        parts = urlsplit(value)
+        return parts.scheme.lower() in schemes and bool(parts.hostname)
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        return False
+
+
+def read_json(response: requests.Response, max_bytes: int) -> Any:
+    """A streamed answer's JSON, reading at most `max_bytes` (decompressed): an issuer cannot
+    make the receiver hold a huge or endlessly nested document. ValueError otherwise."""
+    body = bytearray()
+    for chunk in response.iter_content(chunk_size=16 * 1024):
+        body += chunk
+        if len(body) > max_bytes:
+            raise ValueError(f"the answer is larger than {max_bytes} bytes")
+    try:
+        return json.loads(body)
+    except RecursionError:
+        raise ValueError("the answer is nested too deeply") from None
 
 
 def _verified(claims: Mapping[str, Any], token: str, token_format: str) -> VerifiedToken:

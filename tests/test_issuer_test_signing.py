@@ -55,3 +55,18 @@ def test_fault_rules_never_apply_to_it(client) -> None:
         assert client.post(SIGN, json={"claims": {}}, headers=SK).status_code == 200
     finally:
         client.delete("/v1/_faults", headers=SK)
+
+
+def test_refuses_claims_whose_token_would_be_longer_than_verifiers_read(client) -> None:
+    """As `POST /m2m_tokens` does: a 60 kB claim set (under the 64 KiB body limit) would sign a
+    token every verifier refuses unread (over 8192 characters), so it is a 422 naming `claims`."""
+    answer = client.post(SIGN, json={"claims": {"pad": "x" * 60_000}}, headers=SK)
+    assert answer.status_code == 422
+    error = answer.get_json()["errors"][0]
+    assert error["code"] == "form_param_value_invalid"
+    assert error["meta"] == {"param_name": "claims"} and "8192" in error["long_message"]
+
+
+def test_signs_claims_whose_token_just_fits(client) -> None:
+    token = client.post(SIGN, json={"claims": {"pad": "x" * 5_500}}, headers=SK).json["token"]
+    assert 7_500 < len(token) <= 8192

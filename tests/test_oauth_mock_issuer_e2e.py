@@ -16,6 +16,7 @@ import requests
 
 from tests.faults_client import IssuerFaults
 from tests.harness import RunningApp, free_port, start_app
+from tests.log_scan import assert_no_log_holds_a_secret, misplaced_secrets
 from tests.oauth_clients import TIMEOUT, discovered_client, send_token, session
 from tests.quick_receiver import JWKS_COOLDOWN
 from tests.seed import CALLER, OUTSIDER, RECEIVER, SK, TEST_SECRET_KEY, SeedMachine, issuer_env
@@ -26,6 +27,7 @@ SHORT_TTL = 1  # seconds: the short-lived machine's default_token_ttl
 TOKEN_ROUTE = "POST /oauth/token"
 INTROSPECTION_ROUTE = "POST /oauth/introspect"
 LEEWAY = 5  # seconds: OAuthVerifier's default leeway_seconds, which the receiver keeps
+USED: list[str] = []  # every access token this module obtained, for the log scan at the end
 
 
 @dataclass(frozen=True)
@@ -102,7 +104,9 @@ def faults(stage) -> Iterator[IssuerFaults]:
 def fetch_token(stage: Stage, machine: SeedMachine = CALLER, **params: str) -> dict:
     """A token response from the mock's token endpoint, found by Authlib's discovery."""
     client = discovered_client(stage.issuer.url, machine, "client_secret_basic")
-    return client.fetch_access_token(grant_type="client_credentials", **params)
+    token = client.fetch_access_token(grant_type="client_credentials", **params)
+    USED.append(token["access_token"])
+    return token
 
 
 def access_token(stage: Stage, machine: SeedMachine = CALLER, **params: str) -> str:
@@ -307,3 +311,42 @@ def test_the_receiver_answers_503_with_the_issuers_retry_after_while_introspecti
     assert "WWW-Authenticate" not in response.headers  # not the token's fault
     faults.clear()
     assert send(stage, token).status_code == 200
+
+
+def test_no_log_of_any_process_holds_a_client_secret_or_an_access_token(start, stage, faults):
+    """`test_faults_apps.py`'s log scan in OAuth mode, last in the module: tokens and client
+    secrets sent where servers log them (query strings, paths, Referer, a malformed request
+    line, the token endpoint's query string), sends that succeed and fail at the caller, the
+    receiver and the issuer; then no log holds a client secret, an access token of this module
+    or anything shaped like one (which catches the callers' own tokens)."""
+    wrong = SeedMachine(CALLER.id, CALLER.name, "ak_" + "1" * 32)
+    caller = start("caller_app", caller_env(stage))
+    refused = start("caller_app", {**caller_env(stage, wrong), "M2M_ISSUER_MAX_ATTEMPTS": "1"})
+    jwt_token = access_token(stage, token_format="jwt")
+    opaque = access_token(stage, token_format="opaque")
+    apps = [stage.issuer, stage.receiver, caller, refused]
+    for app in apps:
+        misplaced_secrets(app, [jwt_token, opaque, CALLER.secret_key])
+    token_url = f"{stage.issuer.url}/oauth/token"
+    in_query = {"client_id": CALLER.id, "client_secret": CALLER.secret_key}
+    form = {"grant_type": "client_credentials", "client_id": CALLER.id}
+    for params, secret in ((in_query, None), ({}, wrong.secret_key)):
+        data = {**form, "client_secret": secret} if secret else form
+        answer = requests.post(token_url, params=params, data=data, timeout=TIMEOUT)
+        assert answer.status_code in (400, 401), answer.text
+
+    assert [send(stage, token).status_code for token in (jwt_token, opaque)] == [200, 200]
+    assert requests.get(f"{caller.url}/send", timeout=TIMEOUT).status_code == 200
+    assert requests.get(f"{refused.url}/send", timeout=TIMEOUT).status_code == 502
+    tampered = jwt_token[:-6] + "AAAAAA"
+    assert send(stage, tampered).status_code == 401
+    revoke(stage, CALLER, opaque)
+    assert refusal(send(stage, opaque)) == "token is invalid, expired or revoked"
+    faults.set(INTROSPECTION_ROUTE, status=503, retry_after=1)
+    assert send(stage, access_token(stage, token_format="opaque")).status_code == 503
+    faults.set(TOKEN_ROUTE, status=503, retry_after=1)
+    assert requests.get(f"{refused.url}/send", timeout=TIMEOUT).status_code == 503
+
+    machines = (CALLER, RECEIVER, OUTSIDER, wrong, stage.neighbour, stage.short_lived)
+    client_secrets = {machine.secret_key for machine in machines} | {TEST_SECRET_KEY}
+    assert_no_log_holds_a_secret(apps, client_secrets | set(USED) | {tampered})

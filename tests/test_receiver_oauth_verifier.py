@@ -7,12 +7,15 @@ from __future__ import annotations
 import base64
 import json
 import time
+from urllib.parse import urlsplit, urlunsplit
 
 import jwt
 import pytest
+import requests
 from cryptography.hazmat.primitives.asymmetric import rsa
 from flask import Flask, jsonify, request
 from jwt.algorithms import RSAAlgorithm
+from requests.adapters import HTTPAdapter
 
 from receiver_app import create_app
 from receiver_app.oauth_verifier import OAuthVerifier
@@ -32,6 +35,9 @@ class FakeIssuer:
 
     def __init__(self) -> None:
         self.metadata_issuer: str | None = None
+        self.metadata_changes: dict = {}  # metadata fields replaced by these
+        self.padding: dict[str, int] = {}  # route -> characters of filler added to its answer
+        self.raw_introspection: str | None = None  # answered as it is, with status 200
         self.introspection: dict = {}
         self.introspection_status = 200
         self.introspection_auth: list[str] = []
@@ -48,25 +54,34 @@ class FakeIssuer:
         @app.get("/.well-known/openid-configuration")
         def metadata():
             self.discoveries += 1
-            return jsonify(
-                issuer=self.metadata_issuer or self.issuer,
-                jwks_uri=f"{self.issuer}/jwks",
-                introspection_endpoint=f"{self.issuer}/introspect",
-            )
+            metadata = {
+                "issuer": self.metadata_issuer or self.issuer,
+                "jwks_uri": f"{self.issuer}/jwks",
+                "introspection_endpoint": f"{self.issuer}/introspect",
+                **self.metadata_changes,
+            }
+            return self._padded("metadata", metadata)
 
         @app.get("/jwks")
         def jwks():
             public = json.loads(RSAAlgorithm.to_jwk(KEY.public_key()))
-            return jsonify(keys=[{**public, "kid": "k1", "use": "sig", "alg": "RS256"}])
+            keys = [{**public, "kid": "k1", "use": "sig", "alg": "RS256"}]
+            return self._padded("jwks", {"keys": keys})
 
         @app.post("/introspect")
         def introspect():
             self.introspection_auth.append(request.headers.get("Authorization", ""))
             if request.form.get("token") != OPAQUE_TOKEN:
                 return jsonify(active=False)
-            return jsonify(self.introspection), self.introspection_status
+            if self.raw_introspection is not None:
+                return self.raw_introspection, 200, {"Content-Type": "application/json"}
+            return self._padded("introspection", self.introspection), self.introspection_status
 
         return app
+
+    def _padded(self, route: str, answer: dict):
+        filler = self.padding.get(route)
+        return jsonify({**answer, "padding": "x" * filler} if filler else answer)
 
 
 @pytest.fixture(scope="module")
@@ -79,6 +94,9 @@ def issuer():
 @pytest.fixture(autouse=True)
 def reset(issuer):
     issuer.metadata_issuer = None
+    issuer.metadata_changes = {}
+    issuer.padding = {}
+    issuer.raw_introspection = None
     issuer.introspection_status = 200
     issuer.introspection = {
         "active": True,
@@ -353,3 +371,130 @@ def test_metrics_count_oauth_verifications_and_issuer_calls_with_bounded_labels(
     for route in ("discovery", "jwks", "introspect"):
         assert f'route="{route}",status="2xx"' in text, route
     assert AUDIENCE not in text and "svc-caller" not in text
+
+
+# -- hostile issuer answers ---------------------------------------------------------------------
+
+MIB = 1 << 20
+
+
+@pytest.mark.parametrize(
+    ("route", "token_kind"),
+    [("metadata", "jwt"), ("jwks", "jwt"), ("metadata", "opaque"), ("introspection", "opaque")],
+)
+def test_answers_over_the_size_limit_are_not_read_and_fail_closed(
+    issuer, caplog, route, token_kind
+):
+    """1 MiB for metadata and key sets, 64 KiB for an introspection answer: a bigger answer is
+    503 (IssuerUnavailableError) and a log line naming the limit, never the client secret."""
+    issuer.padding = {route: 64 * 1024 if route == "introspection" else MIB}
+    token = access_token(issuer) if token_kind == "jwt" else OPAQUE_TOKEN
+    with pytest.raises(IssuerUnavailableError):
+        make_verifier(issuer).verify(token)
+    assert "larger than" in caplog.text
+    assert RECEIVER_CLIENT[1] not in caplog.text
+
+
+@pytest.mark.parametrize("route", ["metadata", "jwks", "introspection"])
+def test_answers_under_the_size_limit_are_read(issuer, route):
+    issuer.padding = {route: 60_000 if route == "introspection" else MIB - 10_000}
+    make_verifier(issuer).verify(access_token(issuer))
+    make_verifier(issuer).verify(OPAQUE_TOKEN)
+
+
+def test_an_introspection_answer_nested_too_deeply_is_503_not_a_crash(issuer):
+    depth = 30_000  # 60 kB: under the size limit, far past Python's recursion limit
+    issuer.raw_introspection = '{"active": true, "x": ' + "[" * depth + "]" * depth + "}"
+    with pytest.raises(IssuerUnavailableError):
+        make_verifier(issuer).verify(OPAQUE_TOKEN)
+
+
+def test_an_oversized_introspection_answer_is_the_apps_503_temporarily_unavailable(issuer):
+    issuer.padding = {"introspection": 64 * 1024}
+    answer = post(oauth_app(issuer), OPAQUE_TOKEN)
+    assert answer.status_code == 503 and "Retry-After" in answer.headers
+    assert answer.json["error"] == "temporarily_unavailable"
+
+
+class LoopbackTls(HTTPAdapter):
+    """Sends every https:// request to the fake issuer over plain http: an https issuer (on
+    any host name) without certificates, so the verifier's scheme rules can be tested."""
+
+    def __init__(self, issuer: FakeIssuer) -> None:
+        super().__init__()
+        self.netloc = urlsplit(issuer.issuer).netloc
+
+    def send(self, request, **kwargs):
+        parts = urlsplit(request.url)
+        request.url = urlunsplit(("http", self.netloc, parts.path, parts.query, ""))
+        return super().send(request, **kwargs)
+
+
+HTTPS_ISSUER = "https://issuer.example"
+
+
+def https_verifier(issuer: FakeIssuer, **endpoints: str) -> OAuthVerifier:
+    """A verifier of the https issuer HTTPS_ISSUER whose metadata names `endpoints`."""
+    issuer.metadata_issuer = HTTPS_ISSUER
+    issuer.introspection["iss"] = HTTPS_ISSUER
+    issuer.metadata_changes = {
+        "jwks_uri": f"{HTTPS_ISSUER}/jwks",
+        "introspection_endpoint": f"{HTTPS_ISSUER}/introspect",
+        **endpoints,
+    }
+    session = requests.Session()
+    session.mount("https://", LoopbackTls(issuer))
+    return OAuthVerifier(
+        HTTPS_ISSUER,
+        AUDIENCE,
+        client_id=RECEIVER_CLIENT[0],
+        client_secret=RECEIVER_CLIENT[1],
+        session=session,
+    )
+
+
+@pytest.mark.parametrize(
+    "endpoints",
+    [
+        {"jwks_uri": "{fake}/jwks"},
+        {"introspection_endpoint": "{fake}/introspect"},
+        {"jwks_uri": "file:///etc/passwd"},
+        {"introspection_endpoint": "/introspect"},
+        {"jwks_uri": ["https://issuer.example/jwks"]},
+        {"introspection_endpoint": "https://[::1/introspect"},
+    ],
+)
+def test_an_https_issuer_naming_a_weaker_endpoint_is_not_used(issuer, caplog, endpoints):
+    """Plain http (`{fake}` is the fake issuer itself, reachable) would carry the receiver's
+    client credentials to the introspection endpoint, or keys it would trust: the whole metadata
+    is refused, nothing is called, and the log names the field."""
+    named = {
+        k: v.replace("{fake}", issuer.issuer) if isinstance(v, str) else v
+        for k, v in endpoints.items()
+    }
+    verifier = https_verifier(issuer, **named)
+    asked = len(issuer.introspection_auth)
+    for token in (access_token(issuer, iss=HTTPS_ISSUER), OPAQUE_TOKEN):
+        with pytest.raises(IssuerUnavailableError):
+            verifier.verify(token)
+    assert len(issuer.introspection_auth) == asked
+    assert next(iter(endpoints)) in caplog.text
+
+
+def test_an_https_issuers_endpoints_may_be_on_other_hosts_over_https(issuer):
+    """As Entra and Okta publish them: metadata fetched over TLS from the issuer is trusted."""
+    verifier = https_verifier(
+        issuer,
+        jwks_uri="https://keys.elsewhere.example/jwks",
+        introspection_endpoint="https://api.elsewhere.example/introspect",
+    )
+    assert verifier.verify(access_token(issuer, iss=HTTPS_ISSUER)).format == "jwt"
+    assert verifier.verify(OPAQUE_TOKEN).format == "opaque"
+
+
+def test_an_http_issuers_endpoints_must_still_be_http_urls(issuer):
+    """A local issuer without TLS (the demo's mock issuer) keeps its http endpoints (every test
+    above), but no other scheme."""
+    issuer.metadata_changes = {"jwks_uri": "ftp://127.0.0.1/jwks"}
+    with pytest.raises(IssuerUnavailableError):
+        make_verifier(issuer).verify(access_token(issuer))

@@ -9,7 +9,6 @@ verification caches and the error types of `verifier.py` and `jwks.py`.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import math
 import threading
@@ -26,6 +25,8 @@ from .jwks import JwksCache, KeysUnavailableError
 from .verifier import (
     _JWS_SHAPE,
     JWT_CACHE_SECONDS,
+    MAX_ANSWER_BYTES,
+    MAX_DOCUMENT_BYTES,
     MAX_TOKEN_LENGTH,
     POOL_SIZE,
     CallerNotAllowedError,
@@ -38,6 +39,7 @@ from .verifier import (
     _remembered,
     _unverified_header,
     pooled_session,
+    read_json,
     retry_after_seconds,
 )
 
@@ -46,8 +48,6 @@ log = logging.getLogger(__name__)
 AT_JWT_TYPES = frozenset({"at+jwt", "application/at+jwt"})  # RFC 9068 section 2.1
 PLAIN_JWT_TYPES = frozenset({"jwt", ""})  # accepted only with require_at_jwt=False
 REQUIRED_JWT_CLAIMS = ["iss", "aud", "exp", "iat"]
-MAX_METADATA_BYTES = 1 << 20  # a discovery document or a key set: never read past this
-MAX_INTROSPECTION_BYTES = 64 * 1024  # an RFC 7662 answer: never read past this
 # The issuer's scheme -> the schemes its metadata's endpoints may use: the receiver sends its
 # client credentials to the introspection endpoint, so never over plain http for an https issuer.
 ENDPOINT_SCHEMES = {"https": frozenset({"https"}), "http": frozenset({"http", "https"})}
@@ -172,7 +172,7 @@ class OAuthVerifier:
         )
         with response:
             response.raise_for_status()
-            return read_json(response, MAX_METADATA_BYTES)
+            return read_json(response, MAX_DOCUMENT_BYTES)
 
     # Other tokens: RFC 7662 introspection
 
@@ -213,7 +213,7 @@ class OAuthVerifier:
             busy = "rate limiting" if status == 429 else "temporarily unavailable"
             raise IssuerUnavailableError(f"token issuer is {busy}", seconds)
         try:
-            answer = read_json(response, MAX_INTROSPECTION_BYTES) if status == 200 else None
+            answer = read_json(response, MAX_ANSWER_BYTES) if status == 200 else None
         except (requests.RequestException, ValueError) as exc:
             log.warning("introspection answer unreadable (%s)", exc)
             answer = None
@@ -280,12 +280,12 @@ class OAuthVerifier:
         return None
 
     def _fetch_metadata(self, url: str) -> Any:
-        """The JSON document at `url` (None unless 200), read up to MAX_METADATA_BYTES."""
+        """The JSON document at `url` (None unless 200), read up to MAX_DOCUMENT_BYTES."""
         response = self._session.get(
             url, timeout=self.issuer_timeout_seconds, allow_redirects=False, stream=True
         )
         with response:
-            return read_json(response, MAX_METADATA_BYTES) if response.status_code == 200 else None
+            return read_json(response, MAX_DOCUMENT_BYTES) if response.status_code == 200 else None
 
     def _published_issuer(self) -> str:
         """The `iss` tokens must carry: exactly what the metadata publishes."""
@@ -326,20 +326,6 @@ def _is_url_on(value: Any, schemes: frozenset[str]) -> bool:
         return parts.scheme.lower() in schemes and bool(parts.hostname)
     except ValueError:  # e.g. an unclosed IPv6 bracket
         return False
-
-
-def read_json(response: requests.Response, max_bytes: int) -> Any:
-    """A streamed answer's JSON, reading at most `max_bytes` (decompressed): an issuer cannot
-    make the receiver hold a huge or endlessly nested document. ValueError otherwise."""
-    body = bytearray()
-    for chunk in response.iter_content(chunk_size=16 * 1024):
-        body += chunk
-        if len(body) > max_bytes:
-            raise ValueError(f"the answer is larger than {max_bytes} bytes")
-    try:
-        return json.loads(body)
-    except RecursionError:
-        raise ValueError("the answer is nested too deeply") from None
 
 
 def _verified(claims: Mapping[str, Any], token: str, token_format: str) -> VerifiedToken:

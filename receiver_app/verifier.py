@@ -5,6 +5,7 @@ the issuer. Depends only on PyJWT, requests and the two small modules next to it
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import time
@@ -93,6 +94,10 @@ class IssuerUnavailableError(VerificationError):
     def __init__(self, description: str, retry_after: int = RETRY_AFTER_SECONDS) -> None:
         super().__init__(description)
         self.retry_after = retry_after
+
+
+MAX_DOCUMENT_BYTES = 1 << 20  # a key set or discovery document: never read past this
+MAX_ANSWER_BYTES = 64 * 1024  # a verify or introspection answer: never read past this
 
 
 class KeySource(Protocol):
@@ -213,10 +218,11 @@ class M2MVerifier:
 
     def _fetch_jwks(self) -> dict[str, Any]:
         response = self._session.get(
-            self.jwks_url, timeout=self.issuer_timeout_seconds, allow_redirects=False
+            self.jwks_url, timeout=self.issuer_timeout_seconds, allow_redirects=False, stream=True
         )
-        response.raise_for_status()
-        return response.json()
+        with response:
+            response.raise_for_status()
+            return read_json(response, MAX_DOCUMENT_BYTES)
 
     # Opaque: ask the issuer
 
@@ -229,11 +235,13 @@ class M2MVerifier:
                 headers=self._issuer_auth,
                 timeout=self.issuer_timeout_seconds,
                 allow_redirects=False,
+                stream=True,
             )
         except requests.RequestException as exc:
             log.warning("token issuer unreachable (%s)", type(exc).__name__)
             raise IssuerUnavailableError("token issuer is unreachable") from None
-        return self._read_verify_answer(response)
+        with response:
+            return self._read_verify_answer(response)
 
     def _read_verify_answer(self, response: requests.Response) -> VerifiedToken:
         status = response.status_code
@@ -257,8 +265,8 @@ class M2MVerifier:
             seconds = retry_after_seconds(response.headers.get("Retry-After"))
             raise IssuerUnavailableError("token issuer failed", seconds)
         try:
-            return self._token_from_object(response.json())
-        except (ValueError, KeyError, TypeError):
+            return self._token_from_object(read_json(response, MAX_ANSWER_BYTES))
+        except (ValueError, KeyError, TypeError, requests.RequestException):
             log.error("token issuer answered a verification with an unexpected body")
             raise IssuerUnavailableError("token issuer answered unexpectedly") from None
 
@@ -387,3 +395,17 @@ def _check_numeric_dates(claims: dict[str, Any]) -> None:
             raise InvalidTokenError(f"token {name} claim is not a number")
         if not 0 <= value <= MAX_NUMERIC_DATE:  # NaN fails this too
             raise InvalidTokenError(f"token {name} claim is out of range")
+
+
+def read_json(response: requests.Response, max_bytes: int) -> Any:
+    """A streamed answer's JSON, reading at most `max_bytes` (decompressed): an issuer cannot
+    make the receiver hold a huge or endlessly nested document. ValueError otherwise."""
+    body = bytearray()
+    for chunk in response.iter_content(chunk_size=16 * 1024):
+        body += chunk
+        if len(body) > max_bytes:
+            raise ValueError(f"the answer is larger than {max_bytes} bytes")
+    try:
+        return json.loads(body)
+    except RecursionError:
+        raise ValueError("the answer is nested too deeply") from None

@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 import receiver_app
 from receiver_app.config import ENV_VARS
+from receiver_app.verifier import MAX_ANSWER_BYTES, MAX_DOCUMENT_BYTES
 from tests.harness import free_port
 
 RECEIVER_ID = "mch_unitreceiver000000000000000"
@@ -473,6 +474,12 @@ def test_jwks_unreachable_before_first_fetch_gives_503(client, fake_issuer):
     assert response.headers["Retry-After"] == "5"
 
 
+def test_a_key_set_over_the_size_limit_is_not_read_and_fails_closed(client, fake_issuer):
+    fake_issuer.jwks = {"keys": fake_issuer.jwks["keys"], "padding": "x" * MAX_DOCUMENT_BYTES}
+    response = client.post("/receive", headers=bearer(make_jwt()))
+    assert (response.status_code, response.json["error"]) == (503, "temporarily_unavailable")
+
+
 def test_static_pem_key_verifies_without_any_network(make_client, fake_issuer):
     fake_issuer.jwks_status = 500
     client = make_client(CLERK_JWT_KEY=PUBLIC_PEM.replace("\n", "\\n"))
@@ -672,6 +679,17 @@ def test_issuer_rate_limit_or_outage_passes_its_retry_after_on(client, fake_issu
 def test_issuer_answer_that_is_not_a_token_object_gives_503(client, fake_issuer):
     fake_issuer.verify_body = b'{"unexpected": true}'
     assert client.post("/receive", headers=bearer(OPAQUE)).status_code == 503
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b'{"padding": "' + b"x" * MAX_ANSWER_BYTES + b'"}', b"[" * 100_000 + b"]" * 100_000],
+    ids=["over-the-size-limit", "nested-too-deeply"],
+)
+def test_issuer_answer_too_large_or_too_deep_is_not_read_and_gives_503(client, fake_issuer, body):
+    fake_issuer.verify_body = body
+    response = client.post("/receive", headers=bearer(OPAQUE))
+    assert (response.status_code, response.json["error"]) == (503, "temporarily_unavailable")
 
 
 @pytest.mark.parametrize("claims_value", [[1, 2], "role=admin", 7, True])
